@@ -1,0 +1,166 @@
+//! The one-shot commands: `token create|list|revoke`, `check`, `backup`.
+//!
+//! They open the database file directly and may run while `serve` runs:
+//! SQLite's locking and the busy timeout serialise their short writes with
+//! the server's writer thread, and `serve` reads tokens from the database on
+//! every request, so a new or revoked token takes effect at once.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use rusqlite::backup::Backup;
+
+use crate::clock;
+use crate::config::{Scope, TokenCommand};
+use crate::ids::{self, Kind};
+use crate::secrets;
+use crate::store::{self, schema, tokens};
+
+pub fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { name, scope, db } => token_create(&db.db, &name, scope),
+        TokenCommand::List { db } => token_list(&db.db),
+        TokenCommand::Revoke { id, db } => token_revoke(&db.db, &id),
+    }
+}
+
+fn token_create(db: &Path, name: &str, scope: Scope) -> anyhow::Result<()> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        bail!("a token name must be 1 to 100 printable characters");
+    }
+    let conn =
+        store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
+    let token = secrets::new_token();
+    let row = tokens::Token {
+        id: ids::new(Kind::Token),
+        name: name.to_owned(),
+        scope,
+        created_at: clock::now_ms(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    tokens::insert(&conn, &row, &secrets::token_hash(&token))?;
+    println!(
+        "created {} token {} ({name}); it is shown only once:",
+        scope.as_str(),
+        row.id
+    );
+    println!("{token}");
+    Ok(())
+}
+
+fn token_list(db: &Path) -> anyhow::Result<()> {
+    let conn = open_existing(db)?;
+    for t in tokens::list(&conn)? {
+        if t.revoked_at.is_some() {
+            continue;
+        }
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            t.id,
+            t.name,
+            t.scope.as_str(),
+            clock::rfc3339(t.created_at),
+            t.last_used_at
+                .map_or_else(|| "never".to_owned(), clock::rfc3339)
+        );
+    }
+    Ok(())
+}
+
+fn token_revoke(db: &Path, id: &str) -> anyhow::Result<()> {
+    let conn =
+        store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
+    if !tokens::revoke(&conn, id, clock::now_ms())? {
+        bail!("no live token with id {id}");
+    }
+    println!("revoked {id}");
+    Ok(())
+}
+
+fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
+    if !db.exists() {
+        bail!("database {} does not exist", db.display());
+    }
+    store::open_reader(db).with_context(|| format!("opening database {}", db.display()))
+}
+
+/// Integrity, foreign keys and schema version; an error for any problem.
+pub fn check(db: &Path) -> anyhow::Result<()> {
+    let conn = open_existing(db)?;
+    let version = schema::version(&conn)?;
+    let integrity: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .context("running integrity_check")?;
+    let foreign: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .context("running foreign_key_check")?;
+    let mut problems = Vec::new();
+    if integrity != ["ok"] {
+        problems.push(format!("integrity_check: {}", integrity.join("; ")));
+    }
+    if foreign != 0 {
+        problems.push(format!(
+            "foreign_key_check: {foreign} rows point at missing parents"
+        ));
+    }
+    if version != schema::VERSION {
+        problems.push(format!(
+            "schema version {version}, this hookbox expects {}",
+            schema::VERSION
+        ));
+    }
+    if !problems.is_empty() {
+        bail!("{} is damaged: {}", db.display(), problems.join("; "));
+    }
+    println!(
+        "ok: {} schema version {version}, integrity ok, foreign keys ok",
+        db.display()
+    );
+    Ok(())
+}
+
+/// A consistent copy through SQLite's online backup API. The copy is
+/// written beside `dest` and renamed into place, so `dest` never holds a
+/// partial file.
+pub fn backup(db: &Path, dest: &Path) -> anyhow::Result<()> {
+    let src = open_existing(db)?;
+    let mut tmp_name = dest.as_os_str().to_owned();
+    tmp_name.push(format!(".partial-{}", std::process::id()));
+    let tmp = Path::new(&tmp_name).to_owned();
+    let _ = std::fs::remove_file(&tmp);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let result = (|| -> anyhow::Result<()> {
+        let mut dst = rusqlite::Connection::open(&tmp)
+            .with_context(|| format!("opening {}", tmp.display()))?;
+        Backup::new(&src, &mut dst)
+            .and_then(|b| b.run_to_completion(1024, std::time::Duration::ZERO, None))
+            .context("copying the database")?;
+        dst.execute_batch("PRAGMA journal_mode=DELETE")
+            .context("finishing the copy")?;
+        drop(dst);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dest)
+            .with_context(|| format!("moving the copy to {}", dest.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    println!("backed up {} to {}", db.display(), dest.display());
+    Ok(())
+}

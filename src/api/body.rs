@@ -1,0 +1,256 @@
+//! Reading request bodies and query strings into checked values.
+//!
+//! [`Fields`] walks a JSON object field by field, collecting every problem
+//! (wrong type, out of range, unknown field) instead of stopping at the
+//! first, so one 422 names them all.
+
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::validation::{FieldError, type_name};
+
+/// The top-level fields of a JSON object body, taken one at a time.
+pub struct Fields {
+    map: Map<String, Value>,
+    pub errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// Parses a body that must be a JSON object.
+    pub fn parse(body: &[u8]) -> Result<Fields, ApiError> {
+        if body.is_empty() {
+            return Err(ApiError::bad_request(
+                "empty_body",
+                "the request needs a JSON object body",
+            ));
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        match value {
+            Value::Object(map) => Ok(Fields {
+                map,
+                errors: Vec::new(),
+            }),
+            other => Err(ApiError::bad_request(
+                "malformed_json",
+                format!("the body must be a JSON object, not {}", type_name(&other)),
+            )),
+        }
+    }
+
+    /// The raw value of a field: `None` when absent, `Some(Null)` when null.
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name)
+    }
+
+    /// Whether the body has this field at all (null counts as present).
+    pub fn has(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    fn error(&mut self, field: &str, code: &'static str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, code, message));
+    }
+
+    fn wrong_type(&mut self, field: &str, expected: &str, got: &Value) {
+        self.error(
+            field,
+            "type",
+            format!("must be {expected}, got {}", type_name(got)),
+        );
+    }
+
+    /// A string of at most `max` characters; `None` if absent (or wrong).
+    pub fn string(&mut self, name: &str, max: usize) -> Option<String> {
+        match self.take(name)? {
+            Value::String(s) if s.chars().count() > max => {
+                self.error(
+                    name,
+                    "too_long",
+                    format!("must be at most {max} characters"),
+                );
+                None
+            }
+            Value::String(s) => Some(s),
+            other => {
+                self.wrong_type(name, "a string", &other);
+                None
+            }
+        }
+    }
+
+    /// A required string.
+    pub fn required_string(&mut self, name: &str, max: usize) -> Option<String> {
+        if !self.map.contains_key(name) {
+            self.error(name, "required", "is required");
+            return None;
+        }
+        self.string(name, max)
+    }
+
+    /// An integer in `range`, or null: `Some(None)` for an explicit null.
+    pub fn nullable_int(
+        &mut self,
+        name: &str,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Option<Option<u32>> {
+        match self.take(name)? {
+            Value::Null => Some(None),
+            Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if range.contains(&n) => Some(Some(n)),
+                _ => {
+                    self.error(
+                        name,
+                        "out_of_range",
+                        format!(
+                            "must be a whole number from {} to {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    );
+                    None
+                }
+            },
+            other => {
+                self.wrong_type(name, "a whole number or null", &other);
+                None
+            }
+        }
+    }
+
+    pub fn bool(&mut self, name: &str) -> Option<bool> {
+        match self.take(name)? {
+            Value::Bool(b) => Some(b),
+            other => {
+                self.wrong_type(name, "true or false", &other);
+                None
+            }
+        }
+    }
+
+    /// An array of strings, each at most `max_len` characters, at most
+    /// `max_items` of them.
+    pub fn string_array(
+        &mut self,
+        name: &str,
+        max_items: usize,
+        max_len: usize,
+    ) -> Option<Vec<String>> {
+        let value = self.take(name)?;
+        let Value::Array(items) = value else {
+            self.wrong_type(name, "an array of strings", &value);
+            return None;
+        };
+        if items.len() > max_items {
+            self.error(
+                name,
+                "too_long",
+                format!("must have at most {max_items} entries"),
+            );
+            return None;
+        }
+        let errors_before = self.errors.len();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let field = format!("{name}[{i}]");
+            match item {
+                Value::String(s) if s.chars().count() <= max_len => out.push(s),
+                Value::String(_) => self.error(
+                    &field,
+                    "too_long",
+                    format!("must be at most {max_len} characters"),
+                ),
+                other => self.wrong_type(&field, "a string", &other),
+            }
+        }
+        (self.errors.len() == errors_before).then_some(out)
+    }
+
+    /// Ends the walk: any field not taken is unknown. Returns the collected
+    /// errors as a 422, if any.
+    pub fn finish(mut self, also: Vec<FieldError>) -> Result<(), ApiError> {
+        let mut unknown: Vec<String> = self.map.keys().cloned().collect();
+        unknown.sort();
+        for name in unknown {
+            self.error(&name, "unknown_field", "is not a field of this request");
+        }
+        self.errors.extend(also);
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(self.errors))
+        }
+    }
+}
+
+/// The query string's pairs, decoded.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `?limit=` and `?cursor=` of a list request.
+pub struct Page {
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 500;
+
+impl Page {
+    /// Reads `limit` and `cursor`; a cursor must look like an id of `kind`.
+    pub fn from_query(
+        query: &[(String, String)],
+        kind: crate::ids::Kind,
+        errors: &mut Vec<FieldError>,
+    ) -> Page {
+        let mut page = Page {
+            limit: DEFAULT_LIMIT,
+            cursor: None,
+        };
+        for (key, value) in query {
+            match key.as_str() {
+                "limit" => match value.parse::<usize>() {
+                    Ok(n) if (1..=MAX_LIMIT).contains(&n) => page.limit = n,
+                    _ => errors.push(FieldError::new(
+                        "limit",
+                        "out_of_range",
+                        format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                    )),
+                },
+                "cursor" if kind.matches(value) => page.cursor = Some(value.clone()),
+                "cursor" => errors.push(FieldError::new(
+                    "cursor",
+                    "invalid",
+                    "is not a cursor from this list; pass next_cursor as given",
+                )),
+                _ => {}
+            }
+        }
+        page
+    }
+
+    /// The `{"data": [...], "next_cursor": ...}` body from `limit + 1`
+    /// fetched rows, each with its id.
+    pub fn body<T>(
+        &self,
+        mut rows: Vec<T>,
+        id: impl Fn(&T) -> &str,
+        json: impl Fn(&T) -> Value,
+    ) -> Value {
+        let more = rows.len() > self.limit;
+        rows.truncate(self.limit);
+        let next = if more {
+            rows.last().map(|r| id(r).to_owned())
+        } else {
+            None
+        };
+        serde_json::json!({
+            "data": rows.iter().map(json).collect::<Vec<_>>(),
+            "next_cursor": next,
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! The HTTP API: tiny_http glue, the request pipeline, and the handlers.
+//!
+//! tiny_http reads each connection on a thread of its own pool and queues
+//! parsed requests; `serve` starts [`spawn_threads`] threads that take them
+//! with `recv()`, run the pipeline and answer. A handler waits for its
+//! write's group commit, so these threads, not CPU, bound how many requests
+//! can share one commit: `--http-threads`.
+//!
+//! The pipeline, in order: client address allowlist (403), authentication
+//! (401), routing (404, 405), scope (403), body size and type (413, 415),
+//! then the handler. Handlers are plain functions from a [`Ctx`] to a
+//! [`Reply`] or an [`ApiError`]; a panic in one is caught and answered 500
+//! without killing the thread.
+//!
+//! This module must not open database connections or spawn other threads.
+
+mod auth;
+mod body;
+mod error;
+mod events;
+mod router;
+mod webhooks;
+
+use std::io::{Cursor, Read};
+use std::net::IpAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use serde_json::Value;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+pub use error::ApiError;
+
+use crate::catalog::Catalog;
+use crate::config::Cidr;
+use crate::store::ReadPool;
+use crate::store::writer::WriterHandle;
+
+/// What every request handler can reach.
+pub struct State {
+    pub writer: WriterHandle,
+    pub reads: ReadPool,
+    pub catalog: Catalog,
+    pub limits: Limits,
+}
+
+/// Request policy from the command line.
+pub struct Limits {
+    pub allow_targets: Vec<Cidr>,
+    pub api_allow: Vec<Cidr>,
+    pub max_body_size: u64,
+}
+
+/// A response before it is written.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &Value) -> Reply {
+        Reply {
+            status,
+            // Serializing a Value cannot fail.
+            body: serde_json::to_vec(value).unwrap_or_default(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            body: Vec::new(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+
+    fn into_response(self) -> Response<Cursor<Vec<u8>>> {
+        let mut response = Response::from_data(self.body).with_status_code(self.status);
+        let headers = [
+            ("Content-Type", self.content_type.to_owned()),
+            ("Cache-Control", "no-store".to_owned()),
+        ];
+        for (name, value) in headers.into_iter().chain(self.headers) {
+            match Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                Ok(header) => response.add_header(header),
+                Err(()) => log::warn!("dropping unencodable response header {name}"),
+            }
+        }
+        response
+    }
+}
+
+/// One request as a handler sees it.
+pub struct Ctx<'a> {
+    pub state: &'a State,
+    pub query: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The `Idempotency-Key` header, if sent.
+    pub idempotency_key: Option<String>,
+}
+
+/// Starts `count` threads answering requests from `server`. They return
+/// once `stopping` is set and [`Server::unblock`] has been called for each.
+pub fn spawn_threads(
+    server: Arc<Server>,
+    state: Arc<State>,
+    stopping: Arc<AtomicBool>,
+    count: usize,
+) -> std::io::Result<Vec<thread::JoinHandle<()>>> {
+    (0..count)
+        .map(|i| {
+            let server = server.clone();
+            let state = state.clone();
+            let stopping = stopping.clone();
+            thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || {
+                    loop {
+                        match server.recv() {
+                            Ok(request) => handle(&state, request),
+                            Err(_) if stopping.load(Ordering::Acquire) => break,
+                            Err(e) => log::warn!("accepting a connection: {e}"),
+                        }
+                    }
+                })
+        })
+        .collect()
+}
+
+fn handle(state: &State, mut request: Request) {
+    let reply = match catch_unwind(AssertUnwindSafe(|| pipeline(state, &mut request))) {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(error)) => error.into_reply(),
+        Err(_) => {
+            log::error!(
+                "handler panicked on {} {}; answered 500",
+                request.method(),
+                request.url().split('?').next().unwrap_or_default()
+            );
+            ApiError::internal().into_reply()
+        }
+    };
+    if let Err(e) = request.respond(reply.into_response()) {
+        log::debug!("writing a response: {e}");
+    }
+}
+
+fn header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
+    let url = request.url().to_owned();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let method = request.method().clone();
+
+    match (path, &method) {
+        ("/healthz", Method::Get | Method::Head) => {
+            return Ok(Reply::json(
+                200,
+                &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+            ));
+        }
+        ("/", Method::Get | Method::Head) => return Ok(dashboard()),
+        _ => {}
+    }
+    if !path.starts_with("/api/") {
+        return Err(ApiError::not_found("path"));
+    }
+
+    if !state.limits.api_allow.is_empty() {
+        let client = request.remote_addr().map(|a| a.ip());
+        let allowed =
+            client.is_some_and(|ip: IpAddr| state.limits.api_allow.iter().any(|n| n.contains(ip)));
+        if !allowed {
+            return Err(ApiError::new(
+                403,
+                "ip_not_allowed",
+                "this client address may not call the API (see --api-allow)",
+            ));
+        }
+    }
+
+    let token = auth::authenticate(state, header(request, "Authorization"))?;
+    let endpoint = router::route(&method, path)?;
+    if !endpoint.allowed_for(token.scope) {
+        return Err(ApiError::forbidden(format!(
+            "a {} token may not do this",
+            token.scope.as_str()
+        )));
+    }
+
+    let body = if endpoint.takes_body() {
+        read_body(state, request)?
+    } else {
+        Vec::new()
+    };
+    let ctx = Ctx {
+        state,
+        query: body::query_pairs(query),
+        body,
+        idempotency_key: header(request, "Idempotency-Key").map(str::to_owned),
+    };
+    router::dispatch(&ctx, endpoint)
+}
+
+/// Reads a JSON body of at most `--max-body-size` bytes.
+fn read_body(state: &State, request: &mut Request) -> Result<Vec<u8>, ApiError> {
+    let limit = state.limits.max_body_size;
+    let too_large = || {
+        ApiError::new(
+            413,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    if request.body_length().is_some_and(|n| n as u64 > limit) {
+        return Err(too_large());
+    }
+    let content_type = header(request, "Content-Type").unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    let has_body = request.body_length().is_none_or(|n| n > 0);
+    if has_body && !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with 'Content-Type: application/json'",
+        ));
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| {
+            ApiError::bad_request("unreadable_body", format!("reading the request body: {e}"))
+        })?;
+    if body.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+fn dashboard() -> Reply {
+    Reply {
+        status: 200,
+        body: include_bytes!("dashboard.html").to_vec(),
+        content_type: "text/html; charset=utf-8",
+        headers: Vec::new(),
+    }
+}

@@ -1,0 +1,163 @@
+//! Paths and methods to endpoints, and which scope each endpoint needs.
+
+use tiny_http::Method;
+
+use super::error::ApiError;
+use super::{Ctx, Reply, events, webhooks};
+use crate::config::Scope;
+
+/// Every endpoint of the API, with its path parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    ListWebhooks,
+    CreateWebhook,
+    GetWebhook(String),
+    UpdateWebhook(String),
+    DeleteWebhook(String),
+    ListEventTypes,
+    CreateEventType,
+    ListEvents,
+    PublishEvent,
+    GetEvent(String),
+}
+
+impl Endpoint {
+    /// `admin` may do everything, `publish` only publish, `read` only GETs.
+    pub fn allowed_for(&self, scope: Scope) -> bool {
+        match scope {
+            Scope::Admin => true,
+            Scope::Publish => *self == Endpoint::PublishEvent,
+            Scope::Read => matches!(
+                self,
+                Endpoint::ListWebhooks
+                    | Endpoint::GetWebhook(_)
+                    | Endpoint::ListEventTypes
+                    | Endpoint::ListEvents
+                    | Endpoint::GetEvent(_)
+            ),
+        }
+    }
+
+    pub fn takes_body(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::CreateWebhook
+                | Endpoint::UpdateWebhook(_)
+                | Endpoint::CreateEventType
+                | Endpoint::PublishEvent
+        )
+    }
+}
+
+/// The endpoint for `method path`: 404 for an unknown path, 405 for a known
+/// path with the wrong method.
+pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
+    let rest = path
+        .strip_prefix("/api/v1/")
+        .ok_or_else(|| ApiError::not_found("path"))?;
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    use Method::{Delete, Get, Patch, Post};
+    let endpoint = match (segments.as_slice(), method) {
+        (["webhooks"], Get) => Endpoint::ListWebhooks,
+        (["webhooks"], Post) => Endpoint::CreateWebhook,
+        (["webhooks"], _) => return Err(ApiError::method_not_allowed(&["GET", "POST"])),
+        (["webhooks", id], Get) => Endpoint::GetWebhook(id.to_string()),
+        (["webhooks", id], Patch) => Endpoint::UpdateWebhook(id.to_string()),
+        (["webhooks", id], Delete) => Endpoint::DeleteWebhook(id.to_string()),
+        (["webhooks", _], _) => {
+            return Err(ApiError::method_not_allowed(&["GET", "PATCH", "DELETE"]));
+        }
+        (["event-types"], Get) => Endpoint::ListEventTypes,
+        (["event-types"], Post) => Endpoint::CreateEventType,
+        (["event-types"], _) => return Err(ApiError::method_not_allowed(&["GET", "POST"])),
+        (["events"], Get) => Endpoint::ListEvents,
+        (["events"], Post) => Endpoint::PublishEvent,
+        (["events"], _) => return Err(ApiError::method_not_allowed(&["GET", "POST"])),
+        (["events", id], Get) => Endpoint::GetEvent(id.to_string()),
+        (["events", _], _) => return Err(ApiError::method_not_allowed(&["GET"])),
+        _ => return Err(ApiError::not_found("path")),
+    };
+    Ok(endpoint)
+}
+
+pub fn dispatch(ctx: &Ctx<'_>, endpoint: Endpoint) -> Result<Reply, ApiError> {
+    match endpoint {
+        Endpoint::ListWebhooks => webhooks::list(ctx),
+        Endpoint::CreateWebhook => webhooks::create(ctx),
+        Endpoint::GetWebhook(id) => webhooks::get(ctx, &id),
+        Endpoint::UpdateWebhook(id) => webhooks::update(ctx, &id),
+        Endpoint::DeleteWebhook(id) => webhooks::delete(ctx, &id),
+        Endpoint::ListEventTypes => events::list_types(ctx),
+        Endpoint::CreateEventType => events::create_type(ctx),
+        Endpoint::ListEvents => events::list(ctx),
+        Endpoint::PublishEvent => events::publish(ctx),
+        Endpoint::GetEvent(id) => events::get(ctx, &id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_paths_and_methods() {
+        assert_eq!(
+            route(&Method::Get, "/api/v1/webhooks").unwrap(),
+            Endpoint::ListWebhooks
+        );
+        assert_eq!(
+            route(&Method::Get, "/api/v1/webhooks/").unwrap(),
+            Endpoint::ListWebhooks
+        );
+        assert_eq!(
+            route(&Method::Delete, "/api/v1/webhooks/wh_x").unwrap(),
+            Endpoint::DeleteWebhook("wh_x".into())
+        );
+        assert_eq!(
+            route(&Method::Put, "/api/v1/webhooks/wh_x")
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(route(&Method::Get, "/api/v1/nope").unwrap_err().status, 404);
+        assert_eq!(
+            route(&Method::Get, "/api/v1/webhooks/a/b")
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(
+            route(&Method::Get, "/api/v2/webhooks").unwrap_err().status,
+            404
+        );
+    }
+
+    #[test]
+    fn scopes_limit_endpoints() {
+        let all = [
+            Endpoint::ListWebhooks,
+            Endpoint::CreateWebhook,
+            Endpoint::GetWebhook(String::new()),
+            Endpoint::UpdateWebhook(String::new()),
+            Endpoint::DeleteWebhook(String::new()),
+            Endpoint::ListEventTypes,
+            Endpoint::CreateEventType,
+            Endpoint::ListEvents,
+            Endpoint::PublishEvent,
+            Endpoint::GetEvent(String::new()),
+        ];
+        for e in &all {
+            assert!(e.allowed_for(Scope::Admin));
+            assert_eq!(
+                e.allowed_for(Scope::Publish),
+                *e == Endpoint::PublishEvent,
+                "{e:?}"
+            );
+            assert_eq!(
+                e.allowed_for(Scope::Read),
+                !e.takes_body() && !matches!(e, Endpoint::DeleteWebhook(_)),
+                "{e:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `/api/v1/webhooks`: create, list, get, update and delete subscriptions.
+
+use serde_json::{Value, json};
+
+use super::body::{Fields, Page};
+use super::{ApiError, Ctx, Reply};
+use crate::clock;
+use crate::delivery::target;
+use crate::ids::{self, Kind};
+use crate::store::webhooks::{self, Patch, Webhook};
+use crate::validation::FieldError;
+
+const MAX_EVENTS: usize = 100;
+const MAX_DESCRIPTION: usize = 1000;
+const MAX_SECRET: usize = 256;
+const MIN_SECRET: usize = 8;
+const ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=100;
+const RATE: std::ops::RangeInclusive<u32> = 1..=10_000;
+
+/// The webhook as the API shows it; the secret only when asked.
+pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
+    let mut value = json!({
+        "id": w.id,
+        "url": w.url,
+        "events": w.events,
+        "description": w.description,
+        "max_attempts": w.max_attempts,
+        "rate_limit_per_s": w.rate_limit_per_s,
+        "enabled": w.enabled,
+        "disabled_reason": w.disabled_reason,
+        "created_at": clock::rfc3339(w.created_at),
+        "updated_at": clock::rfc3339(w.updated_at),
+    });
+    if with_secret {
+        value["secret"] = json!(w.secret);
+    }
+    value
+}
+
+fn check_secret(secret: &str) -> Result<(), String> {
+    use base64::Engine;
+    if let Some(key) = secret.strip_prefix("whsec_") {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|_| "a whsec_ secret must be followed by base64".to_owned())?;
+        if !(24..=64).contains(&key.len()) {
+            return Err("a whsec_ secret must hold 24 to 64 bytes".into());
+        }
+        return Ok(());
+    }
+    if secret.chars().count() < MIN_SECRET {
+        return Err(format!("must be at least {MIN_SECRET} characters"));
+    }
+    if secret.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain spaces or control characters".into());
+    }
+    Ok(())
+}
+
+/// Checks `url` and `events` fields that were present, pushing errors.
+fn check_target_and_events(
+    ctx: &Ctx<'_>,
+    url: Option<String>,
+    events: Option<&[String]>,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    if let Some(events) = events {
+        if events.is_empty() {
+            errors.push(FieldError::new(
+                "events",
+                "required",
+                "must name at least one event type, or \"*\"",
+            ));
+        }
+        for (i, name) in events.iter().enumerate() {
+            if let Err(why) = ctx.state.catalog.check_filter(name) {
+                errors.push(FieldError::new(
+                    format!("events[{i}]"),
+                    "unknown_event_type",
+                    why,
+                ));
+            }
+        }
+    }
+    url.and_then(
+        |url| match target::check_url(&url, &ctx.state.limits.allow_targets) {
+            Ok(normalised) => Some(normalised),
+            Err(why) => {
+                errors.push(FieldError::new("url", "invalid_url", why));
+                None
+            }
+        },
+    )
+}
+
+pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let mut fields = Fields::parse(&ctx.body)?;
+    let url = fields.required_string("url", 4096);
+    let events = if fields.has("events") {
+        fields.string_array("events", MAX_EVENTS, 200)
+    } else {
+        fields
+            .errors
+            .push(FieldError::new("events", "required", "is required"));
+        None
+    };
+    let secret = fields.string("secret", MAX_SECRET);
+    let description = fields.string("description", MAX_DESCRIPTION);
+    let max_attempts = fields.nullable_int("max_attempts", ATTEMPTS).flatten();
+    let rate_limit_per_s = fields.nullable_int("rate_limit_per_s", RATE).flatten();
+    let enabled = fields.bool("enabled");
+    let mut errors = Vec::new();
+    if let Some(Err(why)) = secret.as_deref().map(check_secret) {
+        errors.push(FieldError::new("secret", "invalid", why));
+    }
+    let url = check_target_and_events(ctx, url, events.as_deref(), &mut errors);
+    fields.finish(errors)?;
+    let (Some(url), Some(events)) = (url, events) else {
+        return Err(ApiError::internal());
+    };
+
+    let now = clock::now_ms();
+    let enabled = enabled.unwrap_or(true);
+    let webhook = Webhook {
+        id: ids::new(Kind::Webhook),
+        url,
+        description: description.unwrap_or_default(),
+        secret: secret.unwrap_or_else(crate::secrets::new_webhook_secret),
+        events,
+        max_attempts,
+        rate_limit_per_s,
+        enabled,
+        disabled_reason: (!enabled).then(|| "created disabled".to_owned()),
+        created_at: now,
+        updated_at: now,
+    };
+    ctx.state.writer.create_webhook(webhook.clone())?;
+    let mut reply = Reply::json(201, &to_json(&webhook, true));
+    reply
+        .headers
+        .push(("Location", format!("/api/v1/webhooks/{}", webhook.id)));
+    Ok(reply)
+}
+
+pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let mut errors = Vec::new();
+    let page = Page::from_query(&ctx.query, Kind::Webhook, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let rows = ctx
+        .state
+        .reads
+        .with(|conn| webhooks::list(conn, page.cursor.as_deref(), page.limit + 1))?;
+    Ok(Reply::json(
+        200,
+        &page.body(rows, |w| &w.id, |w| to_json(w, false)),
+    ))
+}
+
+fn found(id: &str, webhook: Option<Webhook>) -> Result<Webhook, ApiError> {
+    webhook.ok_or_else(|| ApiError::not_found(&format!("webhook {id}")))
+}
+
+pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    if !Kind::Webhook.matches(id) {
+        return Err(ApiError::not_found(&format!("webhook {id}")));
+    }
+    let webhook = ctx.state.reads.with(|conn| webhooks::get(conn, id))?;
+    Ok(Reply::json(200, &to_json(&found(id, webhook)?, false)))
+}
+
+pub fn update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    if !Kind::Webhook.matches(id) {
+        return Err(ApiError::not_found(&format!("webhook {id}")));
+    }
+    let mut fields = Fields::parse(&ctx.body)?;
+    let mut errors = Vec::new();
+    if fields.take("secret").is_some() {
+        errors.push(FieldError::new(
+            "secret",
+            "read_only",
+            "cannot be changed here; use POST /api/v1/webhooks/{id}/rotate-secret",
+        ));
+    }
+    let url = fields.string("url", 4096);
+    let events = fields.string_array("events", MAX_EVENTS, 200);
+    let patch = Patch {
+        description: fields.string("description", MAX_DESCRIPTION),
+        max_attempts: fields.nullable_int("max_attempts", ATTEMPTS),
+        rate_limit_per_s: fields.nullable_int("rate_limit_per_s", RATE),
+        enabled: fields.bool("enabled"),
+        url: check_target_and_events(ctx, url, events.as_deref(), &mut errors),
+        events,
+    };
+    fields.finish(errors)?;
+    let webhook = ctx.state.writer.update_webhook(id.to_owned(), patch)?;
+    Ok(Reply::json(200, &to_json(&found(id, webhook)?, false)))
+}
+
+pub fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    if !Kind::Webhook.matches(id) || !ctx.state.writer.delete_webhook(id.to_owned())? {
+        return Err(ApiError::not_found(&format!("webhook {id}")));
+    }
+    Ok(Reply::empty(204))
+}

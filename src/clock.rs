@@ -1,0 +1,68 @@
+//! Wall-clock time and its RFC 3339 form.
+//!
+//! The store keeps times as Unix milliseconds (`INTEGER`); the API shows them
+//! as RFC 3339 UTC with second precision, the seed's format
+//! (`2025-01-21T22:20:56Z`). Pure code takes `now` as an argument; only the
+//! edges call [`now_ms`].
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let now = OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// `ms` as RFC 3339 UTC, truncated to the second: `2025-01-21T22:20:56Z`.
+pub fn rfc3339(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    match OffsetDateTime::from_unix_timestamp(seconds) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        // Out of range only for corrupt input; show the epoch rather than fail.
+        Err(_) => "1970-01-01T00:00:00Z".to_owned(),
+    }
+}
+
+/// Parses an RFC 3339 time (any offset) into Unix milliseconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_the_seed_example_and_parses_it_back() {
+        let ms = parse_rfc3339("2025-01-21T22:20:56Z").unwrap();
+        assert_eq!(rfc3339(ms), "2025-01-21T22:20:56Z");
+        assert_eq!(rfc3339(ms + 999), "2025-01-21T22:20:56Z");
+    }
+
+    #[test]
+    fn parses_offsets_and_rejects_garbage() {
+        assert_eq!(
+            parse_rfc3339("2025-01-21T23:20:56+01:00"),
+            parse_rfc3339("2025-01-21T22:20:56Z")
+        );
+        for bad in [
+            "",
+            "2025-01-21",
+            "2025-13-01T00:00:00Z",
+            "yesterday",
+            "2025-01-21 22:20:56",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}

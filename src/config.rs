@@ -1,0 +1,345 @@
+//! The command line: clap definitions, `HOOKBOX_*` environment variables,
+//! and the value parsers for durations, sizes and CIDR lists.
+//!
+//! Every flag of every command also reads `HOOKBOX_<FLAG>` (upper case,
+//! dashes to underscores), as SPEC section 2 requires. The parsed structs are
+//! plain data handed to the code that needs them; nothing reads them from a
+//! global.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookbox",
+    version,
+    about = "A webhook delivery appliance: one binary, one SQLite file."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the appliance: the API, the store and (later) the delivery engine.
+    Serve(ServeArgs),
+    /// Create, list and revoke API tokens (works while `serve` runs).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Copy the database consistently, even while `serve` runs.
+    Backup(BackupArgs),
+    /// Check the database's integrity and schema version; exit 1 on any problem.
+    Check(DbArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DbArgs {
+    /// The SQLite database file.
+    #[arg(long, env = "HOOKBOX_DB", default_value = "./hookbox.db")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy. It appears there complete or not at all.
+    #[arg(env = "HOOKBOX_DEST")]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it alone on the last line of standard output.
+    Create {
+        /// A name that says who uses the token.
+        #[arg(long, env = "HOOKBOX_NAME")]
+        name: String,
+        /// What the token may do.
+        #[arg(long, env = "HOOKBOX_SCOPE", value_enum, default_value_t = Scope::Admin)]
+        scope: Scope,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List tokens: id, name, scope, creation time, last use. Never the token.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a token by its `tok_…` id.
+    Revoke {
+        /// The token's id.
+        #[arg(env = "HOOKBOX_ID")]
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// What a token may do: `admin` everything, `publish` only publish events,
+/// `read` only GETs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scope {
+    Admin,
+    Publish,
+    Read,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Publish => "publish",
+            Scope::Read => "read",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text {
+            "admin" => Some(Scope::Admin),
+            "publish" => Some(Scope::Publish),
+            "read" => Some(Scope::Read),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to listen on; port 0 picks a free port (see the `listening on` line).
+    #[arg(long, env = "HOOKBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Delivery worker threads.
+    #[arg(long, env = "HOOKBOX_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: u32,
+    /// Threads answering API requests. Each waits for its request's commit,
+    /// so this bounds how many requests share one group commit.
+    #[arg(long, env = "HOOKBOX_HTTP_THREADS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub http_threads: u32,
+    /// Delivery targets allowed beyond public addresses, e.g. 127.0.0.0/8,10.0.0.0/8.
+    #[arg(long, env = "HOOKBOX_ALLOW_TARGETS", value_delimiter = ',', value_parser = parse_cidr)]
+    pub allow_targets: Vec<Cidr>,
+    /// Attempts per delivery before it is marked failed (a webhook may override).
+    #[arg(long, env = "HOOKBOX_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles with each attempt.
+    #[arg(long, env = "HOOKBOX_RETRY_BASE_DELAY", default_value = "30s", value_parser = parse_duration)]
+    pub retry_base_delay: Duration,
+    /// The longest delay between two attempts.
+    #[arg(long, env = "HOOKBOX_RETRY_MAX_DELAY", default_value = "6h", value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
+    /// How long one delivery attempt may take in all.
+    #[arg(long, env = "HOOKBOX_DELIVERY_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub delivery_timeout: Duration,
+    /// Client addresses allowed to call the API (default: any).
+    #[arg(long, env = "HOOKBOX_API_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
+    pub api_allow: Vec<Cidr>,
+    /// Trust X-Forwarded-For from the connecting proxy.
+    #[arg(long, env = "HOOKBOX_TRUST_PROXY")]
+    pub trust_proxy: bool,
+    /// API requests per second per token (burst twice that); 0 turns it off.
+    #[arg(long, env = "HOOKBOX_API_RATE_LIMIT", default_value_t = 1000)]
+    pub api_rate_limit: u32,
+    /// Where to send signed `hookbox.alert` webhooks.
+    #[arg(long, env = "HOOKBOX_ALERT_URL")]
+    pub alert_url: Option<String>,
+    /// How long events and attempt logs are kept.
+    #[arg(long, env = "HOOKBOX_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// How long a rotated-out webhook secret keeps signing alongside the new one.
+    #[arg(long, env = "HOOKBOX_SECRET_GRACE", default_value = "24h", value_parser = parse_duration)]
+    pub secret_grace: Duration,
+    /// The largest request body accepted, in bytes (`256KiB`, `1MiB` also work).
+    #[arg(long, env = "HOOKBOX_MAX_BODY_SIZE", default_value = "256KiB", value_parser = parse_size)]
+    pub max_body_size: u64,
+}
+
+/// An IP network such as `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V4(_), IpAddr::V6(ip)) => ip
+                .to_ipv4_mapped()
+                .is_some_and(|v4| self.contains(IpAddr::V4(v4))),
+            (IpAddr::V6(_), IpAddr::V4(_)) => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    (a[full] & mask) == (b[full] & mask)
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_cidr(text)
+    }
+}
+
+pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    let text = text.trim();
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("'{text}' is not an IP address or CIDR network"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("'{text}' has a prefix length outside 0..={max}"))?,
+    };
+    Ok(Cidr { addr, prefix })
+}
+
+/// `250ms`, `30s`, `5m`, `6h`, `3d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("'{text}' needs a unit: ms, s, m, h or d (e.g. 30s)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 250ms, 30s, 5m, 6h or 3d"))?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60 * 1000,
+        "h" => 60 * 60 * 1000,
+        "d" => 24 * 60 * 60 * 1000,
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit; use ms, s, m, h or d"
+            ));
+        }
+    };
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+/// A byte count: `262144`, `256KiB`, `1MiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 262144, 256KiB or 1MiB"))?;
+    let factor = match unit {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => return Err(format!("'{text}' has an unknown unit; use B, KiB or MiB")),
+    };
+    number
+        .checked_mul(factor)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{text}' is not a usable size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_unit() {
+        let table = [
+            ("250ms", 250),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("6h", 21_600_000),
+            ("3d", 259_200_000),
+        ];
+        for (text, ms) in table {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in ["", "30", "s", "-1s", "1.5s", "3w", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256KiB"), Ok(262_144));
+        assert_eq!(parse_size("1MiB"), Ok(1_048_576));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1GB").is_err());
+    }
+
+    #[test]
+    fn cidr_membership() {
+        let table = [
+            ("127.0.0.0/8", "127.1.2.3", true),
+            ("127.0.0.0/8", "128.0.0.1", false),
+            ("10.1.0.0/17", "10.1.127.255", true),
+            ("10.1.0.0/17", "10.1.128.0", false),
+            ("0.0.0.0/0", "8.8.8.8", true),
+            ("192.168.1.5", "192.168.1.5", true),
+            ("192.168.1.5", "192.168.1.6", false),
+            ("::1/128", "::1", true),
+            ("fd00::/8", "fd12::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("127.0.0.0/8", "::ffff:127.0.0.1", true),
+            ("::/0", "127.0.0.1", false),
+        ];
+        for (net, ip, inside) in table {
+            let net = parse_cidr(net).unwrap();
+            assert_eq!(net.contains(ip.parse().unwrap()), inside, "{net} {ip}");
+        }
+        for bad in ["", "10.0.0.0/33", "::/129", "example.com", "10.0.0.0/x"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The delivery target policy (SPEC section 6): which URLs and addresses a
+//! webhook may point at.
+//!
+//! By default only public addresses are allowed. Loopback, private,
+//! link-local (cloud metadata at 169.254.169.254), CGNAT, multicast,
+//! broadcast, unspecified, documentation and other reserved ranges are
+//! refused unless listed in `--allow-targets`. IPv4-mapped, NAT64 and 6to4
+//! IPv6 addresses are judged by the IPv4 address inside them. Decimal and
+//! hex IPv4 spellings (`http://2130706433/`, `http://0x7f.1/`) are
+//! normalised by the WHATWG URL parser before they reach this check.
+//!
+//! Pure code: no DNS here. Names are checked again at connect time, once
+//! resolved, by the delivery engine.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use url::{Host, Url};
+
+use crate::config::Cidr;
+
+/// Why an address is not a public delivery target.
+pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => v4_reason(v4),
+        IpAddr::V6(v6) => v6_reason(v6),
+    }
+}
+
+fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (0, _, _) => "an unspecified (0.0.0.0/8) address",
+        (127, _, _) => "a loopback address",
+        (10, _, _) => "a private address",
+        (172, 16..=31, _) => "a private address",
+        (192, 168, _) => "a private address",
+        (169, 254, _) => "a link-local address (cloud metadata lives here)",
+        (100, 64..=127, _) => "a carrier-grade NAT address",
+        (192, 0, 0) => "an IETF protocol assignment address",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "a documentation address",
+        (198, 18..=19, _) => "a benchmarking address",
+        (224..=239, _, _) => "a multicast address",
+        (240..=255, _, _) => "a reserved or broadcast address",
+        _ => return None,
+    })
+}
+
+fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return v4_reason(v4);
+    }
+    let s = ip.segments();
+    // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address.
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        let [a, b] = s[6].to_be_bytes();
+        let [c, d] = s[7].to_be_bytes();
+        return v4_reason(Ipv4Addr::new(a, b, c, d));
+    }
+    if s[0] == 0x2002 {
+        let [a, b] = s[1].to_be_bytes();
+        let [c, d] = s[2].to_be_bytes();
+        return v4_reason(Ipv4Addr::new(a, b, c, d));
+    }
+    Some(if ip.is_unspecified() {
+        "an unspecified address"
+    } else if ip.is_loopback() {
+        "a loopback address"
+    } else if s[0] & 0xfe00 == 0xfc00 {
+        "a unique local (private) address"
+    } else if s[0] & 0xffc0 == 0xfe80 {
+        "a link-local address"
+    } else if s[0] & 0xff00 == 0xff00 {
+        "a multicast address"
+    } else if s[0] == 0x2001 && s[1] == 0x0db8 {
+        "a documentation address"
+    } else if s[0..6] == [0, 0, 0, 0, 0, 0] {
+        "an IPv4-compatible (deprecated) address"
+    } else {
+        return None;
+    })
+}
+
+/// Whether `ip` may be connected to: public, or inside `allow`.
+pub fn check_ip(ip: IpAddr, allow: &[Cidr]) -> Result<(), String> {
+    match non_public_reason(ip) {
+        Some(_) if allow.iter().any(|net| net.contains(ip)) => Ok(()),
+        Some(reason) => Err(format!(
+            "{ip} is {reason}; only public addresses are allowed unless listed in --allow-targets"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a webhook URL at registration: absolute `http`/`https`, a host,
+/// no user info, and — for IP literals and `localhost` — the address policy.
+/// Returns the URL in its normalised form.
+pub fn check_url(text: &str, allow: &[Cidr]) -> Result<String, String> {
+    if text.len() > 2048 {
+        return Err("must be at most 2048 characters".into());
+    }
+    let url = Url::parse(text).map_err(|e| format!("is not an absolute URL ({e})"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("must use http or https, not {}", url.scheme()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain user info; put credentials in the secret instead".into());
+    }
+    if url.fragment().is_some() {
+        return Err("must not contain a fragment".into());
+    }
+    match url.host() {
+        None => return Err("must name a host".into()),
+        Some(Host::Ipv4(ip)) => check_ip(IpAddr::V4(ip), allow)?,
+        Some(Host::Ipv6(ip)) => check_ip(IpAddr::V6(ip), allow)?,
+        Some(Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") {
+                check_ip(IpAddr::V4(Ipv4Addr::LOCALHOST), allow)
+                    .map_err(|_| format!("{name} is a loopback name; only public addresses are allowed unless listed in --allow-targets"))?;
+            }
+        }
+    }
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_cidr;
+
+    #[test]
+    fn classifies_addresses() {
+        let blocked = [
+            "0.0.0.0",
+            "127.0.0.1",
+            "127.255.0.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.0.1",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "::127.0.0.1",
+        ];
+        for ip in blocked {
+            assert!(
+                non_public_reason(ip.parse().unwrap()).is_some(),
+                "{ip} should be blocked"
+            );
+        }
+        let public = [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ];
+        for ip in public {
+            assert_eq!(
+                non_public_reason(ip.parse().unwrap()),
+                None,
+                "{ip} should be public"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_targets_opens_listed_ranges_only() {
+        let allow = [parse_cidr("127.0.0.0/8").unwrap()];
+        assert!(check_ip("127.0.0.1".parse().unwrap(), &allow).is_ok());
+        assert!(check_ip("::ffff:127.0.0.1".parse().unwrap(), &allow).is_ok());
+        assert!(check_ip("10.0.0.1".parse().unwrap(), &allow).is_err());
+    }
+
+    #[test]
+    fn checks_urls_in_every_spelling() {
+        let ok = [
+            "https://your-domain.com/webhook",
+            "http://example.com:8080/a?b=c",
+            "https://93.184.216.34/x",
+            "https://not-yet-registered.example/hook",
+        ];
+        for url in ok {
+            assert!(check_url(url, &[]).is_ok(), "{url}");
+        }
+        let bad = [
+            "",
+            "/relative",
+            "ftp://example.com/",
+            "https://user:pw@example.com/",
+            "https://example.com/#frag",
+            "http://127.0.0.1/",
+            "http://2130706433/",
+            "http://0x7f.0.0.1/",
+            "http://0177.0.0.1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://localhost/",
+            "http://LOCALHOST./",
+            "http://api.localhost/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/",
+            "javascript:alert(1)",
+        ];
+        for url in bad {
+            assert!(check_url(url, &[]).is_err(), "{url} should be refused");
+        }
+        let allow = [parse_cidr("127.0.0.0/8").unwrap()];
+        assert!(check_url("http://127.0.0.1:9000/hook", &allow).is_ok());
+        assert!(check_url("http://localhost:9000/hook", &allow).is_ok());
+    }
+}

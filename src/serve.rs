@@ -1,0 +1,178 @@
+//! `hookbox serve`: the thread topology, start-up order, signals and the
+//! shutdown order.
+//!
+//! Start: open the store (migrating it), make the first admin token if there
+//! is none, load the catalog, start the writer, bind the listener, start the
+//! API threads, then log `listening on http://ADDR` — only once requests can
+//! be answered. Stop (SIGTERM or SIGINT): stop taking requests, let the API
+//! threads finish the ones they hold, then drop the last writer handle so the
+//! writer commits what is queued and closes the database.
+//!
+//! This module holds no SQL and no routing.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, anyhow};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::api::{self, Limits, State};
+use crate::catalog::{self, Catalog};
+use crate::clock;
+use crate::config::{Scope, ServeArgs};
+use crate::ids::{self, Kind};
+use crate::secrets;
+use crate::store::{self, ReadPool, events, tokens, writer};
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let db = &args.db.db;
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let conn =
+        store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
+    if tokens::count_live(&conn)? == 0 {
+        bootstrap_admin_token(&conn, db)?;
+    }
+    let catalog = load_catalog(&conn)?;
+    let (writer, writer_thread) = writer::spawn(conn)?;
+
+    let server = tiny_http::Server::http(args.listen)
+        .map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
+    let server = Arc::new(server);
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| anyhow!("the listener has no IP address"))?;
+
+    let state = Arc::new(State {
+        writer,
+        reads: ReadPool::new(db),
+        catalog,
+        limits: Limits {
+            allow_targets: args.allow_targets.clone(),
+            api_allow: args.api_allow.clone(),
+            max_body_size: args.max_body_size,
+        },
+    });
+    let stopping = Arc::new(AtomicBool::new(false));
+    let http_threads = args.http_threads as usize;
+    let threads = api::spawn_threads(
+        server.clone(),
+        state.clone(),
+        stopping.clone(),
+        http_threads,
+    )
+    .context("starting API threads")?;
+
+    log::info!(
+        "database {}, {} API threads, max body {} bytes, allow-targets [{}], api-allow [{}]",
+        db.display(),
+        http_threads,
+        args.max_body_size,
+        join(&args.allow_targets),
+        join(&args.api_allow),
+    );
+    log::info!("listening on http://{addr}");
+
+    if let Some(signal) = signals.forever().next() {
+        log::info!("received signal {signal}; stopping");
+    }
+    stopping.store(true, Ordering::Release);
+    for _ in 0..threads.len() {
+        server.unblock();
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            log::error!("an API thread panicked while stopping");
+        }
+    }
+    drop(server);
+    drop(state);
+    if writer_thread.join().is_err() {
+        log::error!("the writer thread panicked while stopping");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn join(nets: &[crate::config::Cidr]) -> String {
+    nets.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The file the first admin token is written to: `<db path>.admin-token`.
+pub fn admin_token_path(db: &Path) -> PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".admin-token");
+    PathBuf::from(path)
+}
+
+/// Creates an admin token and writes it, mode 0600, beside the database.
+/// The token itself is never logged; its file's path is.
+fn bootstrap_admin_token(conn: &rusqlite::Connection, db: &Path) -> anyhow::Result<()> {
+    let token = secrets::new_token();
+    let row = tokens::Token {
+        id: ids::new(Kind::Token),
+        name: "bootstrap admin".into(),
+        scope: Scope::Admin,
+        created_at: clock::now_ms(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let path = admin_token_path(db);
+    // Write the file first: a token in the database that nobody can read is
+    // worse than a file whose token is not stored yet.
+    let _ = std::fs::remove_file(&path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}")
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tokens::insert(conn, &row, &secrets::token_hash(&token))?;
+    log::info!(
+        "no API token existed: created admin token {} and wrote it to {}",
+        row.id,
+        path.display()
+    );
+    Ok(())
+}
+
+/// The built-in types plus the custom ones stored in the database.
+fn load_catalog(conn: &rusqlite::Connection) -> anyhow::Result<Catalog> {
+    let catalog = Catalog::with_builtins();
+    for row in events::list_event_types(conn)? {
+        let schema = match row.schema.as_deref().map(serde_json::from_str) {
+            Some(Ok(schema)) => schema,
+            None => serde_json::Value::Null,
+            Some(Err(e)) => {
+                log::error!(
+                    "custom event type {} has an unreadable schema: {e}",
+                    row.name
+                );
+                continue;
+            }
+        };
+        let example = row
+            .example
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok());
+        match catalog::compile(&row.name, &row.description, schema, example, false) {
+            Ok(t) => catalog.insert(t),
+            Err(errors) => log::error!(
+                "custom event type {} no longer compiles: {errors:?}",
+                row.name
+            ),
+        }
+    }
+    Ok(catalog)
+}

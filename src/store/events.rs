@@ -1,0 +1,247 @@
+//! SQL for events, their deliveries and attempts, and custom event types.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Context, StoreError};
+
+/// A published event as stored. `payload` is the exact body receivers get.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub event_type: String,
+    pub timestamp: String,
+    pub created_at: i64,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub deliveries: i64,
+}
+
+const EVENT_COLUMNS: &str =
+    "id, event_type, timestamp, created_at, idempotency_key, request_hash, payload, deliveries";
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: row.get(0)?,
+        event_type: row.get(1)?,
+        timestamp: row.get(2)?,
+        created_at: row.get(3)?,
+        idempotency_key: row.get(4)?,
+        request_hash: row.get(5)?,
+        payload: row.get(6)?,
+        deliveries: row.get(7)?,
+    })
+}
+
+pub fn insert_event(conn: &Connection, e: &Event) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            e.id,
+            e.event_type,
+            e.timestamp,
+            e.created_at,
+            e.idempotency_key,
+            e.request_hash,
+            e.payload,
+            e.deliveries
+        ])
+    })
+    .context("inserting event")?;
+    Ok(())
+}
+
+pub fn find_by_idempotency_key(conn: &Connection, key: &str) -> Result<Option<Event>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key = ?1"
+    ))
+    .and_then(|mut stmt| stmt.query_row([key], event_from_row).optional())
+    .context("looking up idempotency key")
+}
+
+pub fn get_event(conn: &Connection, id: &str) -> Result<Option<Event>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id], event_from_row).optional())
+        .context("reading event")
+}
+
+/// Which event types a listing keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeFilter {
+    Any,
+    Exact(String),
+    /// Types starting with this text, which ends in a dot (`item.`).
+    Prefix(String),
+}
+
+/// Newest first. `since` is a lower bound on `created_at`.
+pub fn list_events(
+    conn: &Connection,
+    filter: &TypeFilter,
+    since: Option<i64>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    // A prefix `item.` is the half-open text range [`item.`, `item/`): '/'
+    // follows '.' in ASCII, so the events_type index serves it.
+    let (low, high, exact) = match filter {
+        TypeFilter::Any => (None, None, None),
+        TypeFilter::Exact(name) => (None, None, Some(name.as_str())),
+        TypeFilter::Prefix(prefix) => {
+            let mut high = prefix.clone();
+            high.pop();
+            high.push('/');
+            (Some(prefix.clone()), Some(high), None)
+        }
+    };
+    conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE (?1 IS NULL OR event_type = ?1) \
+           AND (?2 IS NULL OR event_type >= ?2) AND (?3 IS NULL OR event_type < ?3) \
+           AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR id < ?5) \
+         ORDER BY id DESC LIMIT ?6"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_map(
+            params![exact, low, high, since, cursor, limit as i64],
+            event_from_row,
+        )?
+        .collect()
+    })
+    .context("listing events")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivering,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivering => "delivering",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Delivering,
+            DeliveryStatus::Succeeded,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_id, webhook_id, status, attempts, next_attempt_at, \
+                                created_at, updated_at, last_status, last_error";
+
+fn delivery_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(3)?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        webhook_id: row.get(2)?,
+        // The CHECK constraint admits only known statuses.
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+        attempts: row.get(4)?,
+        next_attempt_at: row.get(5)?,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+        last_status: row.get(8)?,
+        last_error: row.get(9)?,
+    })
+}
+
+/// A new pending delivery of `event_id` to `webhook_id`, due at `now`.
+pub fn insert_delivery(
+    conn: &Connection,
+    id: &str,
+    event_id: &str,
+    webhook_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, webhook_id, status, next_attempt_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![id, event_id, webhook_id, now]))
+    .context("inserting delivery")?;
+    Ok(())
+}
+
+pub fn deliveries_of_event(conn: &Connection, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ?1 ORDER BY id"
+    ))
+    .and_then(|mut stmt| stmt.query_map([event_id], delivery_from_row)?.collect())
+    .context("listing deliveries of event")
+}
+
+/// A custom event type as stored.
+#[derive(Debug, Clone)]
+pub struct EventType {
+    pub name: String,
+    pub description: String,
+    pub schema: Option<String>,
+    pub example: Option<String>,
+    pub created_at: i64,
+}
+
+/// Inserts a custom type; false if the name is taken.
+pub fn insert_event_type(conn: &Connection, t: &EventType) -> Result<bool, StoreError> {
+    let changed = conn
+        .execute(
+            "INSERT INTO event_types (name, description, schema, example, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+            params![t.name, t.description, t.schema, t.example, t.created_at],
+        )
+        .context("inserting event type")?;
+    Ok(changed == 1)
+}
+
+pub fn list_event_types(conn: &Connection) -> Result<Vec<EventType>, StoreError> {
+    conn.prepare(
+        "SELECT name, description, schema, example, created_at FROM event_types ORDER BY name",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map([], |row| {
+            Ok(EventType {
+                name: row.get(0)?,
+                description: row.get(1)?,
+                schema: row.get(2)?,
+                example: row.get(3)?,
+                created_at: row.get(4)?,
+            })
+        })?
+        .collect()
+    })
+    .context("listing event types")
+}

@@ -1,0 +1,196 @@
+//! The SQLite store: opening connections with the right pragmas, the read
+//! pool, and the error callers branch on.
+//!
+//! One file holds everything. Durability choices:
+//!
+//! - WAL mode, so readers never block the writer or each other.
+//! - `synchronous=FULL` on the writer connection: in WAL mode `NORMAL` fsyncs
+//!   only at checkpoints, so a commit could be lost to power failure after
+//!   its 202 was sent. `FULL` fsyncs the WAL on every commit; the writer
+//!   thread groups many requests into one commit so they share that fsync
+//!   (about 4 ms on the development machine's disk).
+//! - `foreign_keys=ON` so a delivery can never point at a missing event or
+//!   webhook.
+//! - `busy_timeout` so the CLI (`hookbox token create` while `serve` runs)
+//!   waits for the writer's lock instead of failing.
+//!
+//! Inside `serve`, only [`writer`] writes. Reads go through [`ReadPool`],
+//! whose connections are `query_only`. rusqlite's `Connection` is `Send` but
+//! not `Sync`, so a connection is used by one thread at a time.
+//!
+//! This module must not know about HTTP or the API's error shapes.
+
+pub mod events;
+pub mod schema;
+pub mod tokens;
+pub mod webhooks;
+pub mod writer;
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// How long a connection waits for another's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle read connections kept open; more are opened under load and closed after.
+const READ_POOL_IDLE: usize = 8;
+
+/// Why a store operation failed, as far as callers need to branch on it.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database cannot be used right now (busy beyond the timeout, disk
+    /// full, I/O error, the writer stopped). The API answers 503.
+    Unavailable(String),
+    /// Anything else SQLite reported, with what was being attempted.
+    Sqlite {
+        context: &'static str,
+        source: rusqlite::Error,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "storage unavailable: {why}"),
+            StoreError::Sqlite { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Attaches what was being attempted to a rusqlite error, turning the
+/// failures that mean "the storage cannot be used now" into `Unavailable`.
+pub trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, rusqlite::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| classify(context, source))
+    }
+}
+
+fn classify(context: &'static str, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match source.sqlite_error_code() {
+        Some(
+            DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen | ReadOnly
+            | OutOfMemory,
+        ) => StoreError::Unavailable(format!("{context}: {source}")),
+        _ => StoreError::Sqlite { context, source },
+    }
+}
+
+/// Creates the database file with mode 0600 if it does not exist yet, so
+/// that SQLite (which gives its WAL and shm files the database's mode) never
+/// makes a world-readable file holding secrets.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "creating database file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Opens the read-write connection, creating the file (mode 0600) and
+/// applying migrations. `serve` gives it to the writer thread; the CLI uses
+/// one for its own short writes.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    create_private(path)?;
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .context("opening database")?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .context("setting busy timeout")?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+        .context("switching to WAL mode")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "database refused WAL mode (got {mode})"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;",
+    )
+    .context("setting writer pragmas")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection to an existing database.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .context("opening database for reading")?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .context("setting busy timeout")?;
+    // A small page cache per reader: there may be several, and the OS page
+    // cache holds the file anyway.
+    conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-2000;")
+        .context("setting reader pragmas")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Read-only connections shared by the API threads. A request takes one for
+/// the duration of its reads and gives it back.
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    pub fn new(path: &Path) -> ReadPool {
+        ReadPool {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with a read connection.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let taken = self.lock_idle().pop();
+        let conn = match taken {
+            Some(conn) => conn,
+            None => open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        let mut idle = self.lock_idle();
+        if idle.len() < READ_POOL_IDLE {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

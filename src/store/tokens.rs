@@ -1,0 +1,98 @@
+//! SQL for API tokens. Only hashes are stored; see `secrets.rs`.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Context, StoreError};
+use crate::config::Scope;
+
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub fn insert(conn: &Connection, token: &Token, hash: &[u8; 32]) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO tokens (id, name, scope, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            token.id,
+            token.name,
+            token.scope.as_str(),
+            &hash[..],
+            token.created_at
+        ])
+    })
+    .context("inserting token")?;
+    Ok(())
+}
+
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
+    let scope: String = row.get(2)?;
+    Ok(Token {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        // The CHECK constraint keeps other values out; read them as the
+        // least powerful scope rather than fail.
+        scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+        created_at: row.get(3)?,
+        last_used_at: row.get(4)?,
+        revoked_at: row.get(5)?,
+    })
+}
+
+const COLUMNS: &str = "id, name, scope, created_at, last_used_at, revoked_at";
+
+/// The live (not revoked) token with this hash, and the stored hash to
+/// compare in constant time.
+pub fn find_live_by_hash(
+    conn: &Connection,
+    hash: &[u8; 32],
+) -> Result<Option<(Token, Vec<u8>)>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS}, hash FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row([&hash[..]], |row| Ok((from_row(row)?, row.get(6)?)))
+            .optional()
+    })
+    .context("looking up token")
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<Token>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tokens ORDER BY id"))
+        .and_then(|mut stmt| stmt.query_map([], from_row)?.collect())
+        .context("listing tokens")
+}
+
+pub fn count_live(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM tokens WHERE revoked_at IS NULL",
+        [],
+        |row| row.get(0),
+    )
+    .context("counting tokens")
+}
+
+/// Revokes a token; false if there is no live token with that id.
+pub fn revoke(conn: &Connection, id: &str, now: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now],
+        )
+        .context("revoking token")?;
+    Ok(changed == 1)
+}
+
+pub fn touch(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![id, now]))
+        .context("recording token use")?;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! SQL for webhooks (subscriptions). Deleted webhooks are kept with
+//! `deleted_at` set, so their deliveries still name them, and are invisible
+//! to every query here.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Context, StoreError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    pub secret: String,
+    pub events: Vec<String>,
+    pub max_attempts: Option<u32>,
+    pub rate_limit_per_s: Option<u32>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, url, description, secret, events, max_attempts, rate_limit_per_s, \
+                       enabled, disabled_reason, created_at, updated_at";
+
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
+    let events: String = row.get(4)?;
+    Ok(Webhook {
+        id: row.get(0)?,
+        url: row.get(1)?,
+        description: row.get(2)?,
+        secret: row.get(3)?,
+        events: serde_json::from_str(&events).unwrap_or_default(),
+        max_attempts: row.get(5)?,
+        rate_limit_per_s: row.get(6)?,
+        enabled: row.get(7)?,
+        disabled_reason: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+    })
+}
+
+fn events_json(events: &[String]) -> String {
+    serde_json::Value::from(events).to_string()
+}
+
+pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            w.id,
+            w.url,
+            w.description,
+            w.secret,
+            events_json(&w.events),
+            w.max_attempts,
+            w.rate_limit_per_s,
+            w.enabled,
+            w.disabled_reason,
+            w.created_at,
+            w.updated_at
+        ])
+    })
+    .context("inserting webhook")?;
+    Ok(())
+}
+
+/// Writes every mutable field of `w`; false if it does not exist (or was deleted).
+pub fn update(conn: &Connection, w: &Webhook) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE webhooks SET url = ?2, description = ?3, events = ?4, max_attempts = ?5, \
+             rate_limit_per_s = ?6, enabled = ?7, disabled_reason = ?8, updated_at = ?9 \
+             WHERE id = ?1 AND deleted_at IS NULL",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                w.id,
+                w.url,
+                w.description,
+                events_json(&w.events),
+                w.max_attempts,
+                w.rate_limit_per_s,
+                w.enabled,
+                w.disabled_reason,
+                w.updated_at
+            ])
+        })
+        .context("updating webhook")?;
+    Ok(changed == 1)
+}
+
+/// Marks the webhook deleted and cancels its undelivered deliveries.
+/// False if it does not exist.
+pub fn delete(conn: &Connection, id: &str, now: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE webhooks SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+            params![id, now],
+        )
+        .context("deleting webhook")?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    conn.execute(
+        "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = ?2 \
+         WHERE webhook_id = ?1 AND status IN ('pending', 'delivering')",
+        params![id, now],
+    )
+    .context("cancelling deliveries of deleted webhook")?;
+    Ok(true)
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Webhook>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM webhooks WHERE id = ?1 AND deleted_at IS NULL"
+    ))
+    .and_then(|mut stmt| stmt.query_row([id], from_row).optional())
+    .context("reading webhook")
+}
+
+/// Newest first, `limit` of them after the cursor (an id).
+pub fn list(
+    conn: &Connection,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Webhook>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND (?1 IS NULL OR id < ?1) \
+         ORDER BY id DESC LIMIT ?2"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_map(params![cursor, limit as i64], from_row)?
+            .collect()
+    })
+    .context("listing webhooks")
+}
+
+/// Every webhook that is not deleted, for the writer's fan-out table.
+pub fn all_live(conn: &Connection) -> Result<Vec<Webhook>, StoreError> {
+    conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM webhooks WHERE deleted_at IS NULL ORDER BY id"
+    ))
+    .and_then(|mut stmt| stmt.query_map([], from_row)?.collect())
+    .context("loading webhooks")
+}
+
+/// A partial update from `PATCH /api/v1/webhooks/{id}`: `None` leaves a
+/// field as it is; `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub max_attempts: Option<Option<u32>>,
+    pub rate_limit_per_s: Option<Option<u32>>,
+    pub enabled: Option<bool>,
+}
+
+impl Patch {
+    pub fn apply(self, w: &mut Webhook, now: i64) {
+        if let Some(url) = self.url {
+            w.url = url;
+        }
+        if let Some(events) = self.events {
+            w.events = events;
+        }
+        if let Some(description) = self.description {
+            w.description = description;
+        }
+        if let Some(max_attempts) = self.max_attempts {
+            w.max_attempts = max_attempts;
+        }
+        if let Some(rate) = self.rate_limit_per_s {
+            w.rate_limit_per_s = rate;
+        }
+        if let Some(enabled) = self.enabled {
+            if enabled && !w.enabled {
+                w.disabled_reason = None;
+            } else if !enabled && w.enabled {
+                w.disabled_reason = Some("disabled by the API".to_owned());
+            }
+            w.enabled = enabled;
+        }
+        w.updated_at = now;
+    }
+}

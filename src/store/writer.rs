@@ -1,0 +1,400 @@
+//! The writer thread: the only code in `serve` that writes to the database.
+//!
+//! API threads send a [`WriteOp`] with a reply channel and wait. The writer
+//! takes the first op, then everything else already queued (up to
+//! [`MAX_BATCH`]), and applies them all in one transaction, each inside its
+//! own savepoint so that one failing op does not undo the others. Only after
+//! `COMMIT` — which with `synchronous=FULL` has fsynced the WAL — does it
+//! answer each op. This is group commit: while one commit's fsync runs,
+//! the next batch queues up, so N concurrent publishers share one fsync and
+//! every 202 is still durable.
+//!
+//! The writer also owns the fan-out table: the live webhooks and their
+//! filters. Because every webhook change passes through this thread, an
+//! event is fanned out to exactly the webhooks that exist in the transaction
+//! order, with no read of the webhooks table per event.
+//!
+//! It must not know HTTP; it answers with plain results and [`StoreError`].
+
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use rusqlite::Connection;
+
+use super::events::{self, Event, EventType};
+use super::webhooks::{self, Patch, Webhook};
+use super::{Context, StoreError, tokens};
+use crate::catalog::Filter;
+use crate::clock;
+use crate::ids::{self, Kind};
+
+/// The most ops in one transaction. Large enough that 64 publishers share a
+/// commit; small enough that one commit stays a few milliseconds.
+const MAX_BATCH: usize = 1024;
+
+/// Ops waiting for the writer. When full, API threads block: back-pressure
+/// instead of unbounded memory.
+const QUEUE_BOUND: usize = 4096;
+
+type Reply<T> = Sender<Result<T, StoreError>>;
+
+/// What the writer can be asked to do.
+pub enum WriteOp {
+    Publish {
+        event: Event,
+        reply: Reply<PublishOutcome>,
+    },
+    CreateWebhook {
+        webhook: Webhook,
+        reply: Reply<()>,
+    },
+    UpdateWebhook {
+        id: String,
+        patch: Patch,
+        reply: Reply<Option<Webhook>>,
+    },
+    DeleteWebhook {
+        id: String,
+        reply: Reply<bool>,
+    },
+    CreateEventType {
+        event_type: EventType,
+        reply: Reply<bool>,
+    },
+    /// Records a token's last use. Nobody waits for it.
+    TouchToken {
+        id: String,
+        at: i64,
+    },
+}
+
+/// How a publish ended.
+#[derive(Debug)]
+pub enum PublishOutcome {
+    /// Stored, with this many deliveries.
+    Created { deliveries: i64 },
+    /// The idempotency key was seen before with the same request: the
+    /// original event, and nothing new stored.
+    Replayed(Event),
+    /// The idempotency key was seen before with a different request.
+    KeyConflict,
+}
+
+/// The API side of the writer: sends ops and waits for their commit.
+#[derive(Clone)]
+pub struct WriterHandle {
+    ops: Sender<WriteOp>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the database writer has stopped".into())
+}
+
+impl WriterHandle {
+    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
+        let (tx, rx) = bounded(1);
+        self.ops.send(make(tx)).map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())?
+    }
+
+    pub fn publish(&self, event: Event) -> Result<PublishOutcome, StoreError> {
+        self.call(|reply| WriteOp::Publish { event, reply })
+    }
+
+    pub fn create_webhook(&self, webhook: Webhook) -> Result<(), StoreError> {
+        self.call(|reply| WriteOp::CreateWebhook { webhook, reply })
+    }
+
+    pub fn update_webhook(&self, id: String, patch: Patch) -> Result<Option<Webhook>, StoreError> {
+        self.call(|reply| WriteOp::UpdateWebhook { id, patch, reply })
+    }
+
+    pub fn delete_webhook(&self, id: String) -> Result<bool, StoreError> {
+        self.call(|reply| WriteOp::DeleteWebhook { id, reply })
+    }
+
+    pub fn create_event_type(&self, event_type: EventType) -> Result<bool, StoreError> {
+        self.call(|reply| WriteOp::CreateEventType { event_type, reply })
+    }
+
+    pub fn touch_token(&self, id: String, at: i64) {
+        // Best effort: a lost last-used time is not worth failing a request.
+        let _ = self.ops.try_send(WriteOp::TouchToken { id, at });
+    }
+}
+
+/// Starts the writer thread on `conn`. It stops when every handle is
+/// dropped, after committing what was queued.
+pub fn spawn(conn: Connection) -> Result<(WriterHandle, thread::JoinHandle<()>), StoreError> {
+    let subscriptions = Subscriptions::load(&conn)?;
+    let (tx, rx) = bounded(QUEUE_BOUND);
+    let handle = thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            Writer {
+                conn,
+                subscriptions,
+            }
+            .run(rx)
+        })
+        .map_err(|e| StoreError::Unavailable(format!("starting writer thread: {e}")))?;
+    Ok((WriterHandle { ops: tx }, handle))
+}
+
+/// The live webhooks' filters, in id order.
+struct Subscriptions(Vec<(String, Vec<Filter>)>);
+
+impl Subscriptions {
+    fn load(conn: &Connection) -> Result<Subscriptions, StoreError> {
+        let mut subs = Subscriptions(Vec::new());
+        for w in webhooks::all_live(conn)? {
+            subs.upsert(&w);
+        }
+        Ok(subs)
+    }
+
+    fn upsert(&mut self, w: &Webhook) {
+        let filters = w.events.iter().map(|e| Filter::parse(e)).collect();
+        match self.0.binary_search_by(|(id, _)| id.as_str().cmp(&w.id)) {
+            Ok(i) => self.0[i].1 = filters,
+            Err(i) => self.0.insert(i, (w.id.clone(), filters)),
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Ok(i) = self.0.binary_search_by(|(w, _)| w.as_str().cmp(id)) {
+            self.0.remove(i);
+        }
+    }
+
+    fn matching<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(_, filters)| filters.iter().any(|f| f.matches(event_type)))
+            .map(|(id, _)| id.as_str())
+    }
+}
+
+/// An answer to send once the batch's fate is known.
+type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Completion {
+    Box::new(move |commit| {
+        let result = match commit {
+            Ok(()) => result,
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        };
+        // The caller may have gone away (client disconnected); nothing to do.
+        let _ = reply.send(result);
+    })
+}
+
+struct Writer {
+    conn: Connection,
+    subscriptions: Subscriptions,
+}
+
+impl Writer {
+    fn run(mut self, ops: Receiver<WriteOp>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Ok(first) = ops.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(&mut batch);
+        }
+        log::debug!("writer stopped: every handle is gone");
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
+        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        let began = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .context("starting transaction");
+        if let Err(e) = began {
+            log::warn!("{e}");
+            for op in batch.drain(..) {
+                completions.push(self.refuse(op));
+            }
+            for c in completions {
+                c(Err(&e));
+            }
+            return;
+        }
+        for op in batch.drain(..) {
+            completions.push(self.apply_in_savepoint(op));
+        }
+        let committed = self.conn.execute_batch("COMMIT").context("committing");
+        if let Err(e) = &committed {
+            log::error!("{e}; the batch is rolled back");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            // The fan-out table may hold changes that were just undone.
+            match Subscriptions::load(&self.conn) {
+                Ok(subs) => self.subscriptions = subs,
+                Err(e) => log::error!("reloading webhooks after rollback: {e}"),
+            }
+        }
+        let commit = committed.as_ref().map(|_| ()).map_err(|e| e);
+        for c in completions {
+            c(commit);
+        }
+    }
+
+    fn refuse(&self, op: WriteOp) -> Completion {
+        match op {
+            WriteOp::Publish { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::CreateWebhook { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::UpdateWebhook { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::DeleteWebhook { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::CreateEventType { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::TouchToken { .. } => Box::new(|_| {}),
+        }
+    }
+
+    /// Runs one op in a savepoint: on error only that op is undone.
+    fn apply_in_savepoint(&mut self, op: WriteOp) -> Completion {
+        if let Err(e) = self
+            .conn
+            .execute_batch("SAVEPOINT op")
+            .context("starting savepoint")
+        {
+            let refused = self.refuse(op);
+            return Box::new(move |_| refused(Err(&e)));
+        }
+        let (ok, completion) = self.apply(op);
+        let end = if ok {
+            "RELEASE op"
+        } else {
+            "ROLLBACK TO op; RELEASE op"
+        };
+        if let Err(e) = self.conn.execute_batch(end) {
+            log::error!("ending savepoint: {e}");
+        }
+        completion
+    }
+
+    /// Applies one op; the bool says whether to keep its changes.
+    fn apply(&mut self, op: WriteOp) -> (bool, Completion) {
+        let now = clock::now_ms();
+        match op {
+            WriteOp::Publish { event, reply } => {
+                let result = self.publish(event, now);
+                (
+                    matches!(result, Ok(PublishOutcome::Created { .. })),
+                    answer(reply, result),
+                )
+            }
+            WriteOp::CreateWebhook { webhook, reply } => {
+                let result = webhooks::insert(&self.conn, &webhook);
+                if result.is_ok() {
+                    self.subscriptions.upsert(&webhook);
+                }
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::UpdateWebhook { id, patch, reply } => {
+                let result = self.update_webhook(&id, patch, now);
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::DeleteWebhook { id, reply } => {
+                let result = webhooks::delete(&self.conn, &id, now);
+                if let Ok(true) = result {
+                    self.subscriptions.remove(&id);
+                }
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::CreateEventType { event_type, reply } => {
+                let result = events::insert_event_type(&self.conn, &event_type);
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::TouchToken { id, at } => {
+                let result = tokens::touch(&self.conn, &id, at);
+                if let Err(e) = &result {
+                    log::warn!("{e}");
+                }
+                (result.is_ok(), Box::new(|_| {}))
+            }
+        }
+    }
+
+    fn publish(&mut self, mut event: Event, now: i64) -> Result<PublishOutcome, StoreError> {
+        if let Some(key) = &event.idempotency_key
+            && let Some(original) = events::find_by_idempotency_key(&self.conn, key)?
+        {
+            return Ok(if original.request_hash == event.request_hash {
+                PublishOutcome::Replayed(original)
+            } else {
+                PublishOutcome::KeyConflict
+            });
+        }
+        let targets: Vec<&str> = self.subscriptions.matching(&event.event_type).collect();
+        event.deliveries = targets.len() as i64;
+        event.created_at = now;
+        events::insert_event(&self.conn, &event)?;
+        for webhook_id in targets {
+            events::insert_delivery(
+                &self.conn,
+                &ids::new(Kind::Delivery),
+                &event.id,
+                webhook_id,
+                now,
+            )?;
+        }
+        Ok(PublishOutcome::Created {
+            deliveries: event.deliveries,
+        })
+    }
+
+    fn update_webhook(
+        &mut self,
+        id: &str,
+        patch: Patch,
+        now: i64,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let Some(mut webhook) = webhooks::get(&self.conn, id)? else {
+            return Ok(None);
+        };
+        patch.apply(&mut webhook, now);
+        webhooks::update(&self.conn, &webhook)?;
+        self.subscriptions.upsert(&webhook);
+        Ok(Some(webhook))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fan_out_table_matches_filters_in_id_order() {
+        let mut subs = Subscriptions(Vec::new());
+        let hook = |id: &str, events: &[&str]| Webhook {
+            id: id.into(),
+            url: "https://example.com/".into(),
+            description: String::new(),
+            secret: "s".into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            max_attempts: None,
+            rate_limit_per_s: None,
+            enabled: true,
+            disabled_reason: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        subs.upsert(&hook("wh_b", &["item.*"]));
+        subs.upsert(&hook("wh_a", &["*"]));
+        subs.upsert(&hook("wh_c", &["email.updated"]));
+        assert_eq!(
+            subs.matching("item.sold").collect::<Vec<_>>(),
+            ["wh_a", "wh_b"]
+        );
+        subs.upsert(&hook("wh_b", &["profile.created"]));
+        assert_eq!(subs.matching("item.sold").collect::<Vec<_>>(), ["wh_a"]);
+        subs.remove("wh_a");
+        assert_eq!(subs.matching("email.updated").collect::<Vec<_>>(), ["wh_c"]);
+    }
+}
