@@ -106,16 +106,17 @@ impl EventType {
 }
 
 /// Compiles a type. `schema` null means "any object". Errors name the field
-/// of the `POST /api/v1/event-types` body that is wrong.
+/// of the `POST /api/v1/event-types` body that is wrong; a `None` name (the
+/// caller reported it already) is not checked.
 pub fn compile(
-    name: &str,
+    name: Option<&str>,
     description: &str,
     schema: Value,
     example: Option<Value>,
     builtin: bool,
 ) -> Result<EventType, Vec<FieldError>> {
     let mut errors = Vec::new();
-    if let Err(why) = check_type_name(name) {
+    if let Some(Err(why)) = name.map(check_type_name) {
         errors.push(FieldError::new("name", "invalid", why));
     }
     let validator = match &schema {
@@ -146,7 +147,7 @@ pub fn compile(
         }
     };
     let mut event_type = EventType {
-        name: name.to_owned(),
+        name: name.unwrap_or_default().to_owned(),
         description: description.to_owned(),
         schema,
         example: Value::Null,
@@ -231,7 +232,7 @@ impl Catalog {
             types: RwLock::new(BTreeMap::new()),
         };
         for (name, description, schema, example) in builtins() {
-            match compile(name, description, schema, Some(example), true) {
+            match compile(Some(name), description, schema, Some(example), true) {
                 Ok(t) => catalog.insert(t),
                 // A broken built-in schema is a bug caught by the unit tests.
                 Err(errors) => {

@@ -40,7 +40,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = load_catalog(&conn)?;
     let (writer, writer_thread) = writer::spawn(conn)?;
 
-    let server = tiny_http::Server::http(args.listen)
+    let limits = tiny_http::ConnectionLimits {
+        // Every body the API accepts is read on its connection's thread, so
+        // a client stalled mid-body never holds an API thread.
+        preread_body_bytes: usize::try_from(args.max_body_size).unwrap_or(usize::MAX),
+        timeout: Some(api::SOCKET_TIMEOUT),
+    };
+    let server = tiny_http::Server::http_with_limits(args.listen, limits)
         .map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
     let server = Arc::new(server);
     let addr = server
@@ -49,8 +55,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("the listener has no IP address"))?;
 
     let state = Arc::new(State {
-        writer,
         reads: ReadPool::new(db),
+        writer,
         catalog,
         limits: Limits {
             allow_targets: args.allow_targets.clone(),
@@ -81,7 +87,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(signal) = signals.forever().next() {
         log::info!("received signal {signal}; stopping");
     }
+    // The API threads finish the requests they hold and return; what is
+    // still queued is drained here. Then the last writer handle goes with
+    // `state`: the writer commits what it holds, checkpoints the WAL into the
+    // database file and closes it.
     stopping.store(true, Ordering::Release);
+    // One wake-up per thread: a waiting thread takes one and returns; a busy
+    // one sees `stopping` when it finishes and returns without taking one.
     for _ in 0..threads.len() {
         server.unblock();
     }
@@ -90,6 +102,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             log::error!("an API thread panicked while stopping");
         }
     }
+    api::drain(&server, &state);
     drop(server);
     drop(state);
     if writer_thread.join().is_err() {
@@ -166,7 +179,7 @@ fn load_catalog(conn: &rusqlite::Connection) -> anyhow::Result<Catalog> {
             .example
             .as_deref()
             .and_then(|e| serde_json::from_str(e).ok());
-        match catalog::compile(&row.name, &row.description, schema, example, false) {
+        match catalog::compile(Some(&row.name), &row.description, schema, example, false) {
             Ok(t) => catalog.insert(t),
             Err(errors) => log::error!(
                 "custom event type {} no longer compiles: {errors:?}",

@@ -61,9 +61,10 @@ impl Fields {
         );
     }
 
-    /// A string of at most `max` characters; `None` if absent (or wrong).
+    /// A string of at most `max` characters; `None` if absent or null (or wrong).
     pub fn string(&mut self, name: &str, max: usize) -> Option<String> {
         match self.take(name)? {
+            Value::Null => None,
             Value::String(s) if s.chars().count() > max => {
                 self.error(
                     name,
@@ -82,7 +83,8 @@ impl Fields {
 
     /// A required string.
     pub fn required_string(&mut self, name: &str, max: usize) -> Option<String> {
-        if !self.map.contains_key(name) {
+        if self.map.get(name).is_none_or(Value::is_null) {
+            self.take(name);
             self.error(name, "required", "is required");
             return None;
         }
@@ -119,8 +121,10 @@ impl Fields {
         }
     }
 
+    /// true or false; `None` if absent or null (or wrong).
     pub fn bool(&mut self, name: &str) -> Option<bool> {
         match self.take(name)? {
+            Value::Null => None,
             Value::Bool(b) => Some(b),
             other => {
                 self.wrong_type(name, "true or false", &other);

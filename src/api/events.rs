@@ -118,6 +118,14 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     match (&data, &event_type) {
         (None, _) => errors.push(FieldError::new("data", "required", "is required")),
         (Some(data), Some(t)) => errors.extend(t.validate(data)),
+        (Some(data), None) if !data.is_object() => errors.push(FieldError::new(
+            "data",
+            "type",
+            format!(
+                "must be an object, got {}",
+                crate::validation::type_name(data)
+            ),
+        )),
         (Some(_), None) => {}
     }
     fields.finish(errors)?;
@@ -248,17 +256,27 @@ pub fn create_type(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             format!("must be at most {MAX_SCHEMA_BYTES} bytes"),
         ));
     }
-    let compiled = match &name {
-        Some(name) if errors.is_empty() => {
-            match catalog::compile(name, &description, schema, example.clone(), false) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    errors.extend(e);
-                    None
-                }
+    // Name, schema and example are checked independently, so that one 422
+    // names every problem. A missing or mistyped name was reported above.
+    let compiled = if errors.is_empty() {
+        match catalog::compile(
+            name.as_deref(),
+            &description,
+            schema,
+            example.clone(),
+            false,
+        ) {
+            Ok(t) => name.is_some().then_some(t),
+            Err(e) => {
+                errors.extend(e);
+                None
             }
         }
-        _ => None,
+    } else {
+        if let Some(Err(why)) = name.as_deref().map(catalog::check_type_name) {
+            errors.push(FieldError::new("name", "invalid", why));
+        }
+        None
     };
     fields.finish(errors)?;
     let Some(compiled) = compiled else {

@@ -27,6 +27,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tiny_http::{Header, Method, Request, Response, Server};
@@ -39,12 +40,27 @@ use crate::store::ReadPool;
 use crate::store::writer::WriterHandle;
 
 /// What every request handler can reach.
+///
+/// Field order is drop order: the read connections close before the last
+/// writer handle goes, so that the writer's connection is the last one and
+/// leaves the database file complete on its own.
 pub struct State {
-    pub writer: WriterHandle,
     pub reads: ReadPool,
+    pub writer: WriterHandle,
     pub catalog: Catalog,
     pub limits: Limits,
 }
+
+/// Read and write timeout of every API socket: a client silent this long
+/// (mid-request or idle between keep-alive requests) is disconnected.
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// While stopping, queued requests are still served for this long...
+const DRAIN_SERVE: Duration = Duration::from_secs(1);
+/// ...then answered 503, until the queue stays empty this long...
+const DRAIN_IDLE: Duration = Duration::from_millis(50);
+/// ...or this much time has passed since the stop began.
+const DRAIN_MAX: Duration = Duration::from_secs(3);
 
 /// Request policy from the command line.
 pub struct Limits {
@@ -106,8 +122,9 @@ pub struct Ctx<'a> {
     pub idempotency_key: Option<String>,
 }
 
-/// Starts `count` threads answering requests from `server`. They return
-/// once `stopping` is set and [`Server::unblock`] has been called for each.
+/// Starts `count` threads answering requests from `server`. Each returns
+/// once `stopping` is set and it has finished its request, or, if it was
+/// waiting, once [`Server::unblock`] has woken it; then call [`drain`].
 pub fn spawn_threads(
     server: Arc<Server>,
     state: Arc<State>,
@@ -122,11 +139,13 @@ pub fn spawn_threads(
             thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
-                    loop {
+                    while !stopping.load(Ordering::Acquire) {
                         match server.recv() {
                             Ok(request) => handle(&state, request),
-                            Err(_) if stopping.load(Ordering::Acquire) => break,
-                            Err(e) => log::warn!("accepting a connection: {e}"),
+                            Err(e) if !stopping.load(Ordering::Acquire) => {
+                                log::warn!("taking a request: {e}");
+                            }
+                            Err(_) => {}
                         }
                     }
                 })
@@ -134,8 +153,32 @@ pub fn spawn_threads(
         .collect()
 }
 
+/// Answers what is still queued after the API threads have stopped: serves
+/// what clients sent before the stop, then answers 503, and returns when the
+/// queue stays empty or the drain time is up.
+pub fn drain(server: &Server, state: &State) {
+    let began = Instant::now();
+    while began.elapsed() < DRAIN_MAX {
+        let waited = Instant::now();
+        match server.recv_timeout(DRAIN_IDLE) {
+            Ok(Some(request)) if began.elapsed() < DRAIN_SERVE => handle(state, request),
+            Ok(Some(request)) => {
+                let reply =
+                    ApiError::new(503, "shutting_down", "hookbox is stopping; retry shortly")
+                        .with_header("Retry-After", "5".into())
+                        .into_reply();
+                let _ = request.respond(reply.into_response());
+            }
+            // A wake-up left over from stopping the threads returns at once;
+            // only a wait that lasted is an empty queue.
+            Ok(None) if waited.elapsed() >= DRAIN_IDLE => break,
+            Ok(None) | Err(_) => {}
+        }
+    }
+}
+
 fn handle(state: &State, mut request: Request) {
-    let reply = match catch_unwind(AssertUnwindSafe(|| pipeline(state, &mut request))) {
+    let mut reply = match catch_unwind(AssertUnwindSafe(|| pipeline(state, &mut request))) {
         Ok(Ok(reply)) => reply,
         Ok(Err(error)) => error.into_reply(),
         Err(_) => {
@@ -147,6 +190,12 @@ fn handle(state: &State, mut request: Request) {
             ApiError::internal().into_reply()
         }
     };
+    // A refused body stays unread and its connection is closed after the
+    // reply (vendor/tiny_http/PATCHES.md, item 3): say so.
+    let expects_continue = header(&request, "Expect").is_some();
+    if reply.status == 413 || (expects_continue && reply.status >= 400) {
+        reply.headers.push(("Connection", "close".into()));
+    }
     if let Err(e) = request.respond(reply.into_response()) {
         log::debug!("writing a response: {e}");
     }
@@ -173,6 +222,7 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
             ));
         }
         ("/", Method::Get | Method::Head) => return Ok(dashboard()),
+        ("/healthz" | "/", _) => return Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
         _ => {}
     }
     if !path.starts_with("/api/") {

@@ -56,7 +56,9 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         .strip_prefix("/api/v1/")
         .ok_or_else(|| ApiError::not_found("path"))?;
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    use Method::{Delete, Get, Patch, Post};
+    use Method::{Delete, Get, Head, Patch, Post};
+    // HEAD is GET without the body, which tiny_http leaves out.
+    let method = if *method == Head { &Get } else { method };
     let endpoint = match (segments.as_slice(), method) {
         (["webhooks"], Get) => Endpoint::ListWebhooks,
         (["webhooks"], Post) => Endpoint::CreateWebhook,

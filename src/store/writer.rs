@@ -207,6 +207,10 @@ impl Writer {
             }
             self.commit_batch(&mut batch);
         }
+        // Leave the database file complete on its own (a backup is one file).
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            log::warn!("checkpointing the WAL at stop: {e}");
+        }
         log::debug!("writer stopped: every handle is gone");
     }
 
@@ -239,7 +243,7 @@ impl Writer {
                 Err(e) => log::error!("reloading webhooks after rollback: {e}"),
             }
         }
-        let commit = committed.as_ref().map(|_| ()).map_err(|e| e);
+        let commit = committed.as_ref().map(|_| ());
         for c in completions {
             c(commit);
         }

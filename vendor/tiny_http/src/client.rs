@@ -40,9 +40,16 @@ pub struct ClientConnection {
     // true if the connection goes through SSL
     secure: bool,
 
-    // hookbox patch: set when a request's unread body was too long to skip;
+    // hookbox patch: set when a request was dropped with its body unread;
     // the connection then ends instead of parsing the body as a request.
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+
+    // hookbox patch: ends the connection from the thread that dropped such
+    // a request.
+    closer: Option<std::sync::Arc<crate::util::Closer>>,
+
+    // hookbox patch: bodies up to this size are read on this thread.
+    preread_body_bytes: usize,
 }
 
 /// Error that can happen when reading a request.
@@ -60,9 +67,11 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        preread_body_bytes: usize,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let closer = read_socket.closer().map(std::sync::Arc::new);
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -75,6 +84,8 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             abandoned: Default::default(),
+            closer,
+            preread_body_bytes,
         }
     }
 
@@ -122,17 +133,18 @@ impl ClientConnection {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(|e| match e.kind() {
+                let line = self.read_next_line();
+
+                // hookbox patch: whatever follows a body that was not read to
+                // its end is not a request, nor an error to answer.
+                if self.abandoned.load(std::sync::atomic::Ordering::Acquire) {
+                    let ended = IoError::new(ErrorKind::ConnectionAborted, "body not read");
+                    return Err(ReadError::ReadIoError(ended));
+                }
+                let line = line.map_err(|e| match e.kind() {
                     ErrorKind::InvalidData => ReadError::WrongRequestLine,
                     _ => ReadError::ReadIoError(e),
                 })?;
-
-                // hookbox patch: this line follows a body that was not read
-                // to its end; it is not a request.
-                if self.abandoned.load(std::sync::atomic::Ordering::Acquire) {
-                    let ended = IoError::new(ErrorKind::ConnectionAborted, "body not skipped");
-                    return Err(ReadError::ReadIoError(ended));
-                }
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
                 )?
@@ -184,6 +196,8 @@ impl ClientConnection {
             data_source,
             writer,
             self.abandoned.clone(),
+            self.closer.clone(),
+            self.preread_body_bytes,
         )
         .map_err(|e| {
             use crate::request;

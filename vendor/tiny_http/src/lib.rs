@@ -180,6 +180,28 @@ pub struct ServerConfig {
     pub ssl: Option<SslConfig>,
 }
 
+/// hookbox patch: limits applied to every accepted connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Request bodies up to this many bytes are read in full on the
+    /// connection's own thread before the request is handed out, so a client
+    /// that stalls mid-body never holds a thread that calls `recv()`.
+    /// Upstream: 1024.
+    pub preread_body_bytes: usize,
+    /// Read and write timeout of each socket; an idle keep-alive connection
+    /// is closed after it. Upstream: none.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            preread_body_bytes: 1024,
+            timeout: None,
+        }
+    }
+}
+
 /// Configuration of the server for SSL.
 #[derive(Debug, Clone)]
 pub struct SslConfig {
@@ -244,6 +266,27 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, ConnectionLimits::default())
+    }
+
+    /// hookbox patch: an HTTP server on `addr` with `limits` on each connection.
+    pub fn http_with_limits<A>(
+        addr: A,
+        limits: ConnectionLimits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
+    where
+        A: ToSocketAddrs,
+    {
+        let listener = ConfigListenAddr::from_socket_addrs(addr)?.bind()?;
+        Self::from_listener_with_limits(listener, None, limits)
+    }
+
+    /// hookbox patch: `from_listener` with `limits` on each connection.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: ConnectionLimits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -295,6 +338,9 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        if let Err(e) = sock.set_timeouts(limits.timeout) {
+                            log::warn!("setting socket timeouts: {}", e);
+                        }
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -312,7 +358,11 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::new(
+                            write_closable,
+                            read_closable,
+                            limits.preread_body_bytes,
+                        ))
                     }
                     Err(e) => Err(e),
                 };
@@ -340,9 +390,12 @@ impl Server {
                     }
 
                     Err(e) => {
+                        // hookbox patch: upstream ended the accept loop on any
+                        // error, so one EMFILE stopped the server taking
+                        // connections for good. Pause briefly and go on.
                         log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
                     }
                 }
             }

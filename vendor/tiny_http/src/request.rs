@@ -136,6 +136,8 @@ pub fn new_request<R, W>(
     mut source_data: R,
     writer: W,
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    closer: Option<std::sync::Arc<crate::util::Closer>>,
+    preread_body_bytes: usize,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -192,7 +194,10 @@ where
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
+        } else if content_length <= preread_body_bytes && !expects_continue {
+            // hookbox patch: the limit was a fixed 1024 bytes; bodies up to
+            // `preread_body_bytes` are now read here, on the connection's own
+            // thread, so a client that stalls mid-body holds only that.
             // if the content-length is small enough, we just read everything into a buffer
 
             let mut buffer = vec![0; content_length];
@@ -214,16 +219,33 @@ where
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
             let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(BodyGuard::new(FusedReader::new(data_reader), abandoned))
+            Box::new(BodyGuard::new(FusedReader::new(data_reader), abandoned, closer))
                 as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(BodyGuard::new(
-            FusedReader::new(Decoder::new(source_data)),
-            abandoned,
-        )) as Box<dyn Read + Send + 'static>
+        let mut decoder = FusedReader::new(Decoder::new(source_data));
+        if expects_continue {
+            Box::new(BodyGuard::new(decoder, abandoned, closer)) as Box<dyn Read + Send + 'static>
+        } else {
+            // hookbox patch: read up to `preread_body_bytes` (plus one, to
+            // tell "longer") here on the connection's thread, as above.
+            let mut buffer = Vec::new();
+            (&mut decoder)
+                .take(preread_body_bytes as u64 + 1)
+                .read_to_end(&mut buffer)
+                .map_err(RequestCreationError::CreationIoError)?;
+            if buffer.len() <= preread_body_bytes {
+                Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+            } else {
+                Box::new(BodyGuard::new(
+                    Cursor::new(buffer).chain(decoder),
+                    abandoned,
+                    closer,
+                )) as Box<dyn Read + Send + 'static>
+            }
+        }
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -493,7 +515,9 @@ impl fmt::Debug for Request {
 impl Drop for Request {
     fn drop(&mut self) {
         if self.response_writer.is_some() {
-            let response = Response::empty(500);
+            // hookbox patch: a request is dropped unanswered only when the
+            // server is stopping; say so (upstream answered 500).
+            let response = Response::empty(503);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
                 sender.send(()).unwrap();

@@ -255,7 +255,11 @@ where
         let header = header.into();
 
         // ignoring forbidden headers
-        if header.field.equiv("Connection")
+        // hookbox patch: except `Connection: close`, which tells the client
+        // that the server ends this connection after the response.
+        let connection_close =
+            header.field.equiv("Connection") && header.value.as_str().eq_ignore_ascii_case("close");
+        if (header.field.equiv("Connection") && !connection_close)
             || header.field.equiv("Trailer")
             || header.field.equiv("Transfer-Encoding")
             || header.field.equiv("Upgrade")

@@ -74,6 +74,8 @@ impl From<TestRequest> for Request {
             mock.body.as_bytes(),
             std::io::sink(),
             Default::default(),
+            None,
+            1024,
         )
         .unwrap()
     }

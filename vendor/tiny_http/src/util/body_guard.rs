@@ -1,32 +1,41 @@
 //! hookbox patch: the end of a request body.
 //!
-//! When a request is dropped before its body was read to the end (a 413,
-//! or a handler that ignored the body), the rest must be skipped before the
-//! next request on the connection can be read, or the body's bytes would be
-//! parsed as the next request (request smuggling). `BodyGuard` skips at most
-//! `MAX_SKIP` bytes through a small buffer; if the body is longer, or the
-//! read fails, it marks the connection abandoned and the connection is
-//! closed instead of read further.
+//! When a request is dropped before its body was read to the end (a 413, or
+//! an error answered before the body was needed), the rest of the body is
+//! still on the connection. Upstream skipped it by reading it all — through
+//! a buffer as large as the client's Content-Length, on the thread that
+//! answered, for as long as the client cared to take — and did not skip an
+//! unread chunked body at all, so its bytes were parsed as the next request.
+//!
+//! `BodyGuard` reads nothing more: it marks the connection abandoned and
+//! shuts the socket down. The connection's reader then sees end of file, and
+//! checks the mark before it would parse anything still buffered as a
+//! request, so a body is never executed as a request.
 
 use std::io::{Read, Result as IoResult};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// The most unread body bytes skipped to keep a connection alive.
-const MAX_SKIP: usize = 1024 * 1024;
+use crate::util::Closer;
 
 pub struct BodyGuard<R: Read> {
     inner: R,
     finished: bool,
     abandoned: Arc<AtomicBool>,
+    closer: Option<Arc<Closer>>,
 }
 
 impl<R: Read> BodyGuard<R> {
-    pub fn new(inner: R, abandoned: Arc<AtomicBool>) -> BodyGuard<R> {
+    pub(crate) fn new(
+        inner: R,
+        abandoned: Arc<AtomicBool>,
+        closer: Option<Arc<Closer>>,
+    ) -> BodyGuard<R> {
         BodyGuard {
             inner,
             finished: false,
             abandoned,
+            closer,
         }
     }
 }
@@ -43,17 +52,11 @@ impl<R: Read> Read for BodyGuard<R> {
 
 impl<R: Read> Drop for BodyGuard<R> {
     fn drop(&mut self) {
-        let mut buf = [0u8; 8192];
-        let mut skipped = 0;
-        while !self.finished && skipped <= MAX_SKIP {
-            match self.inner.read(&mut buf) {
-                Ok(0) => self.finished = true,
-                Ok(n) => skipped += n,
-                Err(_) => break,
-            }
-        }
         if !self.finished {
             self.abandoned.store(true, Ordering::Release);
+            if let Some(closer) = &self.closer {
+                closer.close();
+            }
         }
     }
 }

@@ -121,6 +121,25 @@ impl RefinedTcpStream {
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
     }
+
+    /// hookbox patch: a handle that can end this connection from another
+    /// thread (plain TCP and Unix sockets only).
+    pub(crate) fn closer(&self) -> Option<Closer> {
+        match &self.stream {
+            Stream::Http(connection) => connection.try_clone().ok().map(Closer),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => None,
+        }
+    }
+}
+
+/// hookbox patch: ends a connection, so that its reader sees end of file.
+pub(crate) struct Closer(Connection);
+
+impl Closer {
+    pub(crate) fn close(&self) {
+        self.0.shutdown(Shutdown::Both).ok();
+    }
 }
 
 impl Drop for RefinedTcpStream {
