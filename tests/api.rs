@@ -3149,3 +3149,24 @@ fn rejected_publish_does_not_use_up_its_idempotency_key() {
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(server.post(EVENTS, &good).status, 200);
 }
+
+#[test]
+fn publish_while_the_database_is_locked_is_503_and_recovers() {
+    let server = Server::start();
+    // Another process holds SQLite's write lock longer than the writer's
+    // busy timeout (5 s): the publish cannot commit and must say so with 503
+    // and Retry-After, not 500, and nothing half-done may remain.
+    let locker = rusqlite::Connection::open(server.db()).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (event, data) = util::seed_examples().remove(1);
+    let r = server.post(EVENTS, &json!({"event": event, "data": data}));
+    let error = r.error(503, "storage_unavailable");
+    assert!(r.header("Retry-After").is_some(), "{error}");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    let r = server.post(EVENTS, &json!({"event": event, "data": data}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let listed = server.get(EVENTS).json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+}
