@@ -17,7 +17,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use util::{BIN, Response, Server};
+use util::{BIN, Response, Server, seed};
 
 const WEBHOOKS: &str = "/api/v1/webhooks";
 const EVENTS: &str = "/api/v1/events";
@@ -36,15 +36,6 @@ const SEED_NAMES: [&str; 5] = [
 ];
 
 // ---------------------------------------------------------------- helpers
-
-/// The seed example `data` of `event`.
-fn seed(event: &str) -> Value {
-    util::seed_examples()
-        .into_iter()
-        .find(|(name, _)| *name == event)
-        .unwrap_or_else(|| panic!("no seed example for {event}"))
-        .1
-}
 
 /// `seed(event)` with `field` set to `value` (or removed when `value` is None).
 fn seed_with(event: &str, field: &str, value: Option<Value>) -> Value {
@@ -651,10 +642,7 @@ fn webhook_create_reports_every_bad_field_in_one_response() {
 #[test]
 fn webhook_secret_is_never_shown_by_get_list_or_patch() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     let got = server.get(&format!("{WEBHOOKS}/{id}"));
     assert_eq!(got.status, 200, "{}", got.text());
     let got = got.json();
@@ -678,14 +666,7 @@ fn webhook_secret_is_never_shown_by_get_list_or_patch() {
 #[test]
 fn webhook_list_pages_newest_first_with_limit_and_next_cursor() {
     let server = Server::start();
-    let created: Vec<String> = (0..5)
-        .map(|_| {
-            server.create_webhook(&["*"])["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let created: Vec<String> = (0..5).map(|_| server.webhook_id(&["*"])).collect();
     let (items, pages) = walk(&server, WEBHOOKS, 2);
     assert_eq!(pages, 3);
     let mut newest_first = created.clone();
@@ -780,10 +761,7 @@ fn patch_changes_each_webhook_field_and_nothing_else() {
 #[test]
 fn patch_with_secret_is_422_and_changes_nothing() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     let r = patch(
         &server,
         &id,
@@ -813,10 +791,7 @@ fn patch_max_attempts_null_clears_it() {
 #[test]
 fn patch_enabled_false_sets_disabled_reason_and_true_clears_it() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     let r = patch(&server, &id, &json!({"enabled": false}));
     assert_eq!(r.status, 200, "{}", r.text());
     let got = server.get(&format!("{WEBHOOKS}/{id}")).json();
@@ -837,10 +812,7 @@ fn patch_enabled_false_sets_disabled_reason_and_true_clears_it() {
 #[test]
 fn patch_validates_fields_like_create() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     let cases: &[(Value, &[&str])] = &[
         (json!({"url": "http://localhost/"}), &["url"]),
         (json!({"url": "/relative"}), &["url"]),
@@ -873,10 +845,7 @@ fn patch_of_an_unknown_webhook_is_404() {
 #[test]
 fn patched_event_filter_changes_which_events_get_deliveries() {
     let server = Server::start();
-    let id = server.create_webhook(&["item.*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["item.*"]);
     assert_eq!(
         published(&server, "item.sold", &seed("item.sold"))["deliveries"],
         1
@@ -900,14 +869,8 @@ fn patched_event_filter_changes_which_events_get_deliveries() {
 #[test]
 fn delete_webhook_is_204_then_404_and_gone_from_the_list() {
     let server = Server::start();
-    let keep = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let gone = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let keep = server.webhook_id(&["*"]);
+    let gone = server.webhook_id(&["*"]);
     let r = delete(&server, &gone);
     assert_eq!(r.status, 204, "{}", r.text());
     assert!(r.body.is_empty(), "{}", r.text());
@@ -926,14 +889,8 @@ fn delete_webhook_is_204_then_404_and_gone_from_the_list() {
 #[test]
 fn deleted_webhook_gets_no_delivery_for_later_events() {
     let server = Server::start();
-    let keep = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let gone = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let keep = server.webhook_id(&["*"]);
+    let gone = server.webhook_id(&["*"]);
     assert_eq!(delete(&server, &gone).status, 204);
     let evt = published(&server, "item.sold", &seed("item.sold"));
     assert_eq!(evt["deliveries"], 1, "{evt}");
@@ -946,10 +903,7 @@ fn deleted_webhook_gets_no_delivery_for_later_events() {
 #[test]
 fn deleting_a_webhook_cancels_its_pending_deliveries() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     let evt = published(&server, "item.sold", &seed("item.sold"));
     let evt_id = evt["id"].as_str().unwrap();
     assert_eq!(delete(&server, &id).status, 204);
@@ -965,10 +919,7 @@ fn deleting_a_webhook_cancels_its_pending_deliveries() {
 #[test]
 fn prefix_webhook_gets_item_sold_but_not_profile_created() {
     let server = Server::start();
-    let id = server.create_webhook(&["item.*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["item.*"]);
     let sold = published(&server, "item.sold", &seed("item.sold"));
     assert_eq!(sold["deliveries"], 1, "{sold}");
     assert_eq!(
@@ -988,10 +939,7 @@ fn prefix_webhook_gets_item_sold_but_not_profile_created() {
 #[test]
 fn star_webhook_gets_every_event_type() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     for (event, data) in util::seed_examples() {
         let evt = published(&server, event, &data);
         assert_eq!(evt["deliveries"], 1, "{event}: {evt}");
@@ -1006,10 +954,7 @@ fn star_webhook_gets_every_event_type() {
 #[test]
 fn exact_name_webhook_gets_only_that_event_type() {
     let server = Server::start();
-    let id = server.create_webhook(&["email.updated"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["email.updated"]);
     for (event, data) in util::seed_examples() {
         let evt = published(&server, event, &data);
         let want = if event == "email.updated" {
@@ -1029,14 +974,8 @@ fn exact_name_webhook_gets_only_that_event_type() {
 #[test]
 fn event_fans_out_once_to_each_matching_webhook() {
     let server = Server::start();
-    let star = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let items = server.create_webhook(&["item.*", "item.sold"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let star = server.webhook_id(&["*"]);
+    let items = server.webhook_id(&["item.*", "item.sold"]);
     let _profiles = server.create_webhook(&["profile.created"]);
     let evt = published(&server, "item.sold", &seed("item.sold"));
     assert_eq!(evt["deliveries"], 2, "{evt}");
@@ -2096,10 +2035,7 @@ fn event_list_cursor_walks_every_event_exactly_once_newest_first() {
 #[test]
 fn malformed_json_is_400_with_the_error_shape() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     let webhook_path = format!("{WEBHOOKS}/{id}");
     let targets = [
         ("POST", WEBHOOKS),
@@ -2318,10 +2254,7 @@ fn publish_token_may_publish_and_nothing_else() {
 #[test]
 fn read_token_may_get_but_not_change_anything() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     let evt = published(&server, "item.sold", &seed("item.sold"));
     let evt_id = evt["id"].as_str().unwrap();
     let token = server.token("read");
@@ -2393,10 +2326,7 @@ fn unknown_path_is_404_with_the_error_shape() {
 #[test]
 fn wrong_method_is_405_with_an_allow_header() {
     let server = Server::start();
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     let evt = published(&server, "item.sold", &seed("item.sold"));
     let webhook = format!("{WEBHOOKS}/{id}");
     let event = format!("{EVENTS}/{}", evt["id"].as_str().unwrap());
@@ -2539,10 +2469,7 @@ fn wrong_content_type_is_415() {
         );
         r.error(415, "unsupported_media_type");
     }
-    let id = server.create_webhook(&["*"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.webhook_id(&["*"]);
     server
         .send(
             "PATCH",

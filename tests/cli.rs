@@ -7,7 +7,7 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -99,40 +99,8 @@ impl EnvServer {
     /// `listening on` line.
     fn start(vars: &[(&str, &str)]) -> EnvServer {
         let mut command = hookbox();
-        command
-            .arg("serve")
-            .envs(vars.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn hookbox serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr.parse().expect("listen address"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "serve with {vars:?} did not log 'listening on'\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
+        command.arg("serve").envs(vars.iter().copied());
+        let (child, log, addr) = util::spawn_command(command);
         EnvServer { child, addr, log }
     }
 
@@ -178,11 +146,7 @@ fn send(addr: SocketAddr, method: &str, path: &str, token: &str, body: Option<&[
 }
 
 fn item(n: usize) -> Value {
-    let mut data = util::seed_examples()
-        .into_iter()
-        .find(|(name, _)| *name == "item.created")
-        .map(|(_, data)| data)
-        .expect("item.created example");
+    let mut data = util::seed("item.created");
     data["title"] = json!(format!("item {n}"));
     data
 }

@@ -46,11 +46,7 @@ fn server_with_webhooks() -> (Server, BTreeSet<String>) {
 }
 
 fn item(n: usize) -> Value {
-    let mut data = util::seed_examples()
-        .into_iter()
-        .find(|(name, _)| *name == "item.created")
-        .map(|(_, data)| data)
-        .expect("item.created example");
+    let mut data = util::seed("item.created");
     data["title"] = json!(format!("item {n}"));
     data
 }

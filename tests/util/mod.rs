@@ -170,6 +170,14 @@ impl Server {
         r.json()
     }
 
+    /// Creates a webhook subscribed to `events` and returns its id.
+    pub fn webhook_id(&self, events: &[&str]) -> String {
+        self.create_webhook(events)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Creates a token of `scope` with the CLI and returns it.
     pub fn token(&self, scope: &str) -> String {
         let out = Command::new(BIN)
@@ -201,13 +209,22 @@ impl Drop for Server {
 }
 
 fn spawn(dir: &Path, args: &[String]) -> (Child, Arc<Mutex<String>>, SocketAddr) {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("serve")
         .arg("--db")
         .arg(dir.join("hookbox.db"))
         .args(["--listen", "127.0.0.1:0"])
-        .args(args)
+        .args(args);
+    spawn_command(command)
+}
+
+/// Starts a prepared `hookbox serve` command, collects its log, and waits
+/// for its `listening on` line: the child, its log so far, its address.
+pub fn spawn_command(mut command: Command) -> (Child, Arc<Mutex<String>>, SocketAddr) {
+    let mut child = command
         .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -231,6 +248,7 @@ fn spawn(dir: &Path, args: &[String]) -> (Child, Arc<Mutex<String>>, SocketAddr)
         Ok(addr) => addr.parse().expect("listen address"),
         Err(_) => {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("server did not log 'listening on'\n{}", log.lock().unwrap());
         }
     };
@@ -352,6 +370,15 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The seed example `data` of one event type.
+pub fn seed(event_type: &str) -> Value {
+    seed_examples()
+        .into_iter()
+        .find(|(name, _)| *name == event_type)
+        .map(|(_, data)| data)
+        .unwrap_or_else(|| panic!("no seed example for {event_type}"))
 }
 
 /// The seed examples, one per event type, with real UUIDs.
