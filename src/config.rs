@@ -117,9 +117,20 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (see the `listening on` line).
     #[arg(long, env = "HOOKBOX_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Delivery worker threads.
-    #[arg(long, env = "HOOKBOX_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Delivery worker threads: attempts in flight at once, over all webhooks.
+    #[arg(long, env = "HOOKBOX_WORKERS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: u32,
+    /// Attempts in flight at once to one webhook, so that a slow receiver
+    /// holds at most this many workers.
+    #[arg(long, env = "HOOKBOX_WEBHOOK_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub webhook_concurrency: u32,
+    /// Accept and store events but send nothing until started without this
+    /// flag: for maintenance, migrations and tests. Deliveries stay pending.
+    #[arg(long, env = "HOOKBOX_PAUSE_DELIVERY")]
+    pub pause_delivery: bool,
+    /// A webhook whose every attempt has failed for this long is disabled.
+    #[arg(long, env = "HOOKBOX_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
+    pub disable_after: Duration,
     /// Threads answering API requests. Each waits for its request's commit,
     /// so this bounds how many requests share one group commit.
     #[arg(long, env = "HOOKBOX_HTTP_THREADS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]

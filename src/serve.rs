@@ -16,12 +16,19 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a stop waits for delivery attempts in flight (SPEC section 5).
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 use anyhow::{Context, anyhow};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::api::{self, Limits, State};
+use crate::delivery::worker::RetryPolicy;
+use crate::delivery::{Engine, Settings, scheduler};
+use crate::store::writer::{Wakeups, WriterConfig};
 use crate::catalog::{self, Catalog};
 use crate::clock;
 use crate::config::{Scope, ServeArgs};
@@ -38,7 +45,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         bootstrap_admin_token(&conn, db)?;
     }
     let catalog = load_catalog(&conn)?;
-    let (writer, writer_thread) = writer::spawn(conn)?;
+    let reset = events::reset_in_flight(&conn, clock::now_ms())?;
+    if reset > 0 {
+        log::warn!("{reset} deliveries were in flight when hookbox last stopped; they are pending again");
+    }
+    let (wakeups, woken) = Wakeups::new();
+    let writer_config = WriterConfig {
+        disable_after_ms: args.disable_after.as_millis() as i64,
+        wakeups: wakeups.clone(),
+    };
+    let (writer, writer_thread) = writer::spawn(conn, writer_config)?;
+    let engine = (!args.pause_delivery).then(|| Engine::start(
+        store::open_reader(db)?,
+        writer.clone(),
+        wakeups,
+        woken,
+        Settings {
+            limits: scheduler::Limits {
+                workers: args.workers as usize,
+                per_webhook: args.webhook_concurrency as usize,
+                default_max_attempts: args.max_attempts,
+            },
+            retry: RetryPolicy {
+                base: args.retry_base_delay,
+                max: args.retry_max_delay,
+            },
+            allow_targets: args.allow_targets.clone(),
+            timeout: args.delivery_timeout,
+        },
+    )).transpose()?;
+    if engine.is_none() {
+        log::warn!("delivery is paused (--pause-delivery): events are stored, nothing is sent");
+    }
 
     let limits = tiny_http::ConnectionLimits {
         // Every body the API accepts is read on its connection's thread, so
@@ -56,7 +94,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let state = Arc::new(State {
         reads: ReadPool::new(db),
-        writer,
+        writer: writer.clone(),
         catalog,
         limits: Limits {
             allow_targets: args.allow_targets.clone(),
@@ -87,6 +125,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(signal) = signals.forever().next() {
         log::info!("received signal {signal}; stopping");
     }
+    let stop_began = Instant::now();
     // The API threads finish the requests they hold and return; what is
     // still queued is drained here. Then the last writer handle goes with
     // `state`: the writer commits what it holds, checkpoints the WAL into the
@@ -105,6 +144,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     api::drain(&server, &state);
     drop(server);
     drop(state);
+    if let Some(engine) = engine {
+        engine.stop(stop_began + STOP_GRACE);
+    }
+    writer.shutdown();
+    drop(writer);
     if writer_thread.join().is_err() {
         log::error!("the writer thread panicked while stopping");
     }

@@ -16,6 +16,7 @@
 
 mod auth;
 mod body;
+mod deliveries;
 mod error;
 mod events;
 mod router;

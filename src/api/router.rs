@@ -3,7 +3,7 @@
 use tiny_http::Method;
 
 use super::error::ApiError;
-use super::{Ctx, Reply, events, webhooks};
+use super::{Ctx, Reply, deliveries, events, webhooks};
 use crate::config::Scope;
 
 /// Every endpoint of the API, with its path parameters.
@@ -19,6 +19,10 @@ pub enum Endpoint {
     ListEvents,
     PublishEvent,
     GetEvent(String),
+    ReplayWebhook(String),
+    ListDeliveries,
+    GetDelivery(String),
+    RetryDelivery(String),
 }
 
 impl Endpoint {
@@ -34,6 +38,8 @@ impl Endpoint {
                     | Endpoint::ListEventTypes
                     | Endpoint::ListEvents
                     | Endpoint::GetEvent(_)
+                    | Endpoint::ListDeliveries
+                    | Endpoint::GetDelivery(_)
             ),
         }
     }
@@ -45,6 +51,7 @@ impl Endpoint {
                 | Endpoint::UpdateWebhook(_)
                 | Endpoint::CreateEventType
                 | Endpoint::PublishEvent
+                | Endpoint::ReplayWebhook(_)
         )
     }
 }
@@ -69,6 +76,14 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         (["webhooks", _], _) => {
             return Err(ApiError::method_not_allowed(&["GET", "PATCH", "DELETE"]));
         }
+        (["webhooks", id, "replay"], Post) => Endpoint::ReplayWebhook(id.to_string()),
+        (["webhooks", _, "replay"], _) => return Err(ApiError::method_not_allowed(&["POST"])),
+        (["deliveries"], Get) => Endpoint::ListDeliveries,
+        (["deliveries"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
+        (["deliveries", id], Get) => Endpoint::GetDelivery(id.to_string()),
+        (["deliveries", _], _) => return Err(ApiError::method_not_allowed(&["GET"])),
+        (["deliveries", id, "retry"], Post) => Endpoint::RetryDelivery(id.to_string()),
+        (["deliveries", _, "retry"], _) => return Err(ApiError::method_not_allowed(&["POST"])),
         (["event-types"], Get) => Endpoint::ListEventTypes,
         (["event-types"], Post) => Endpoint::CreateEventType,
         (["event-types"], _) => return Err(ApiError::method_not_allowed(&["GET", "POST"])),
@@ -94,6 +109,10 @@ pub fn dispatch(ctx: &Ctx<'_>, endpoint: Endpoint) -> Result<Reply, ApiError> {
         Endpoint::ListEvents => events::list(ctx),
         Endpoint::PublishEvent => events::publish(ctx),
         Endpoint::GetEvent(id) => events::get(ctx, &id),
+        Endpoint::ReplayWebhook(id) => deliveries::replay(ctx, &id),
+        Endpoint::ListDeliveries => deliveries::list(ctx),
+        Endpoint::GetDelivery(id) => deliveries::get(ctx, &id),
+        Endpoint::RetryDelivery(id) => deliveries::retry(ctx, &id),
     }
 }
 
@@ -147,6 +166,10 @@ mod tests {
             Endpoint::ListEvents,
             Endpoint::PublishEvent,
             Endpoint::GetEvent(String::new()),
+            Endpoint::ReplayWebhook(String::new()),
+            Endpoint::ListDeliveries,
+            Endpoint::GetDelivery(String::new()),
+            Endpoint::RetryDelivery(String::new()),
         ];
         for e in &all {
             assert!(e.allowed_for(Scope::Admin));
@@ -155,11 +178,9 @@ mod tests {
                 *e == Endpoint::PublishEvent,
                 "{e:?}"
             );
-            assert_eq!(
-                e.allowed_for(Scope::Read),
-                !e.takes_body() && !matches!(e, Endpoint::DeleteWebhook(_)),
-                "{e:?}"
-            );
+            let writes = e.takes_body()
+                || matches!(e, Endpoint::DeleteWebhook(_) | Endpoint::RetryDelivery(_));
+            assert_eq!(e.allowed_for(Scope::Read), !writes, "{e:?}");
         }
     }
 }

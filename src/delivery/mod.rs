@@ -1,5 +1,113 @@
-//! Delivery to receivers. Issue 2 holds only the target policy, which the
-//! API applies when a webhook is registered; the scheduler, workers, backoff
-//! and signing arrive with the delivery engine.
+//! Delivery to receivers: the scheduler, the workers, signing, backoff and
+//! the target policy. [`Engine`] starts and stops the threads.
 
+pub mod backoff;
+pub mod scheduler;
+pub mod sign;
 pub mod target;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use rusqlite::Connection;
+
+use crate::config::Cidr;
+use crate::store::StoreError;
+use crate::store::writer::{Wakeups, WriterHandle};
+
+/// Settings of the engine, from the command line.
+pub struct Settings {
+    pub limits: scheduler::Limits,
+    pub retry: worker::RetryPolicy,
+    pub allow_targets: Vec<Cidr>,
+    pub timeout: Duration,
+}
+
+/// The running scheduler and workers.
+pub struct Engine {
+    stop: Sender<()>,
+    stopping: Arc<AtomicBool>,
+    scheduler: thread::JoinHandle<()>,
+    workers: Vec<thread::JoinHandle<()>>,
+}
+
+fn spawn_error(e: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("starting delivery threads: {e}"))
+}
+
+impl Engine {
+    /// Starts the scheduler (on its own read connection `conn`) and the
+    /// workers.
+    pub fn start(
+        conn: Connection,
+        writer: WriterHandle,
+        wakeups: Arc<Wakeups>,
+        woken: Receiver<()>,
+        settings: Settings,
+    ) -> Result<Engine, StoreError> {
+        let (jobs_tx, jobs_rx) = bounded(settings.limits.workers);
+        let (done_tx, done_rx) = unbounded();
+        let (stop_tx, stop_rx) = bounded(1);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let agent = worker::agent(settings.allow_targets.clone(), settings.timeout);
+        let workers = (0..settings.limits.workers)
+            .map(|i| {
+                let (agent, jobs, writer, done) =
+                    (agent.clone(), jobs_rx.clone(), writer.clone(), done_tx.clone());
+                let (retry, stopping) = (settings.retry, stopping.clone());
+                thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || worker::run(agent, jobs, writer, done, retry, stopping))
+                    .map_err(spawn_error)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let scheduler = scheduler::Scheduler::new(conn, writer, wakeups, jobs_tx, settings.limits)?;
+        let inputs = scheduler::Inputs {
+            woken,
+            done: done_rx,
+            stop: stop_rx,
+        };
+        let scheduler = thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || scheduler.run(inputs))
+            .map_err(spawn_error)?;
+        Ok(Engine {
+            stop: stop_tx,
+            stopping,
+            scheduler,
+            workers,
+        })
+    }
+
+    /// Stops handing out work, lets attempts in flight finish until
+    /// `deadline`, and returns. Attempts still running then are abandoned:
+    /// their deliveries stay `delivering` and go back to pending at the next
+    /// start.
+    pub fn stop(self, deadline: Instant) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.stop.send(());
+        if self.scheduler.join().is_err() {
+            log::error!("the scheduler panicked");
+        }
+        // The scheduler held the only job sender: the workers now finish
+        // what they hold and return.
+        let mut unfinished = 0;
+        for worker in self.workers {
+            while !worker.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if worker.is_finished() {
+                let _ = worker.join();
+            } else {
+                unfinished += 1;
+            }
+        }
+        if unfinished > 0 {
+            log::warn!("{unfinished} delivery attempts still running at stop; they will be retried at the next start");
+        }
+    }
+}

@@ -234,3 +234,51 @@ mod tests {
         assert!(check_url("http://localhost:9000/hook", &allow).is_ok());
     }
 }
+
+/// The error a connection attempt fails with when every address of the
+/// target is refused by the policy; the worker records it as `blocked_target`.
+#[derive(Debug)]
+pub struct BlockedTarget(pub String);
+
+impl std::fmt::Display for BlockedTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blocked target: {}", self.0)
+    }
+}
+
+impl std::error::Error for BlockedTarget {}
+
+/// ureq's resolver with the target policy applied to what DNS returns, at
+/// connect time: a name that resolves (or rebinds) to a refused address is
+/// never connected to.
+#[derive(Debug)]
+pub struct PolicyResolver {
+    pub allow: Vec<Cidr>,
+    pub inner: ureq::unversioned::resolver::DefaultResolver,
+}
+
+impl ureq::unversioned::resolver::Resolver for PolicyResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let resolved = self.inner.resolve(uri, config, timeout)?;
+        let mut allowed = self.inner.empty();
+        let mut refused = None;
+        for addr in resolved.iter().copied() {
+            match check_ip(addr.ip(), &self.allow) {
+                Ok(()) => allowed.push(addr),
+                Err(why) => refused = Some(why),
+            }
+        }
+        match (allowed.is_empty(), refused) {
+            (true, Some(why)) => Err(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                BlockedTarget(why),
+            ))),
+            _ => Ok(allowed),
+        }
+    }
+}

@@ -245,3 +245,228 @@ pub fn list_event_types(conn: &Connection) -> Result<Vec<EventType>, StoreError>
     })
     .context("listing event types")
 }
+
+/// Puts deliveries that were being attempted when the process stopped back
+/// to pending, due now: a duplicate is possible, a loss is not.
+pub fn reset_in_flight(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, updated_at = ?1 \
+         WHERE status = 'delivering'",
+        [now],
+    )
+    .context("resetting in-flight deliveries")
+}
+
+/// A due delivery as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub id: String,
+    pub event_id: String,
+    pub attempts: i64,
+}
+
+/// Up to `limit` of a webhook's pending deliveries due by `now`, oldest due
+/// first: an index seek on `deliveries_webhook_due`.
+pub fn due_for_webhook(
+    conn: &Connection,
+    webhook_id: &str,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<Due>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, event_id, attempts FROM deliveries \
+         WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 \
+         ORDER BY next_attempt_at LIMIT ?3",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map(params![webhook_id, now, limit as i64], |row| {
+            Ok(Due {
+                id: row.get(0)?,
+                event_id: row.get(1)?,
+                attempts: row.get(2)?,
+            })
+        })?
+        .collect()
+    })
+    .context("finding due deliveries")
+}
+
+/// When the webhook's next pending delivery is due, if it has one.
+pub fn next_due_for_webhook(conn: &Connection, webhook_id: &str) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE webhook_id = ?1 AND status = 'pending'",
+    )
+    .and_then(|mut stmt| stmt.query_row([webhook_id], |row| row.get(0)))
+    .context("finding the next due delivery")
+}
+
+/// The body receivers get for an event.
+pub fn payload(conn: &Connection, event_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    conn.prepare_cached("SELECT payload FROM events WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([event_id], |row| row.get(0)).optional())
+        .context("reading event payload")
+}
+
+/// Marks a pending delivery as being attempted; false if it is no longer
+/// pending (cancelled, or claimed already).
+pub fn claim(conn: &Connection, id: &str, now: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'delivering', updated_at = ?2 \
+             WHERE id = ?1 AND status = 'pending'",
+        )
+        .and_then(|mut stmt| stmt.execute(params![id, now]))
+        .context("claiming delivery")?;
+    Ok(changed == 1)
+}
+
+/// One attempt's record, as the attempt log keeps it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub number: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub error_kind: Option<String>,
+    pub response_body: Vec<u8>,
+}
+
+pub fn insert_attempt(conn: &Connection, delivery_id: &str, a: &Attempt) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_kind, response_body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (delivery_id, number) DO NOTHING",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            delivery_id,
+            a.number,
+            a.started_at,
+            a.duration_ms,
+            a.status_code,
+            a.error_kind,
+            a.response_body
+        ])
+    })
+    .context("recording attempt")?;
+    Ok(())
+}
+
+/// Sets a delivery's state after an attempt, if it is still being attempted
+/// (a webhook deleted meanwhile has cancelled it).
+pub fn finish_attempt(
+    conn: &Connection,
+    id: &str,
+    status: DeliveryStatus,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+    last_status: Option<u16>,
+    last_error: Option<&str>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status = ?5, \
+             last_error = ?6, updated_at = ?7 WHERE id = ?1 AND status = 'delivering'",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                id,
+                status.as_str(),
+                attempts,
+                next_attempt_at,
+                last_status,
+                last_error,
+                now
+            ])
+        })
+        .context("recording delivery outcome")?;
+    Ok(changed == 1)
+}
+
+pub fn attempts_of(conn: &Connection, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
+    conn.prepare_cached(
+        "SELECT number, started_at, duration_ms, status_code, error_kind, response_body \
+         FROM attempts WHERE delivery_id = ?1 ORDER BY number",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map([delivery_id], |row| {
+            Ok(Attempt {
+                number: row.get(0)?,
+                started_at: row.get(1)?,
+                duration_ms: row.get(2)?,
+                status_code: row.get(3)?,
+                error_kind: row.get(4)?,
+                response_body: row.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default(),
+            })
+        })?
+        .collect()
+    })
+    .context("reading attempt log")
+}
+
+pub fn get_delivery(conn: &Connection, id: &str) -> Result<Option<Delivery>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id], delivery_from_row).optional())
+        .context("reading delivery")
+}
+
+/// Newest first, filtered by webhook, event and status.
+pub fn list_deliveries(
+    conn: &Connection,
+    webhook_id: Option<&str>,
+    event_id: Option<&str>,
+    status: Option<DeliveryStatus>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Delivery>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries \
+         WHERE (?1 IS NULL OR webhook_id = ?1) AND (?2 IS NULL OR event_id = ?2) \
+           AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4) \
+         ORDER BY id DESC LIMIT ?5"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_map(
+            params![webhook_id, event_id, status.map(DeliveryStatus::as_str), cursor, limit as i64],
+            delivery_from_row,
+        )?
+        .collect()
+    })
+    .context("listing deliveries")
+}
+
+/// Makes a delivery due now for one more attempt. `None` if it does not
+/// exist; `Some(false)` if it cannot be retried now (being attempted, or
+/// cancelled with its webhook).
+pub fn retry_now(conn: &Connection, id: &str, now: i64) -> Result<Option<bool>, StoreError> {
+    let Some(d) = get_delivery(conn, id)? else {
+        return Ok(None);
+    };
+    if matches!(d.status, DeliveryStatus::Delivering | DeliveryStatus::Cancelled) {
+        return Ok(Some(false));
+    }
+    conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )
+    .context("requeueing delivery")?;
+    Ok(Some(true))
+}
+
+/// Requeues a webhook's deliveries in `status` created in [since, until).
+pub fn requeue(
+    conn: &Connection,
+    webhook_id: &str,
+    status: DeliveryStatus,
+    since: i64,
+    until: i64,
+    now: i64,
+) -> Result<usize, StoreError> {
+    conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?5, updated_at = ?5 \
+         WHERE webhook_id = ?1 AND status = ?2 AND created_at >= ?3 AND created_at < ?4",
+        params![webhook_id, status.as_str(), since, until, now],
+    )
+    .context("replaying deliveries")
+}

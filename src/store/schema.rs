@@ -91,6 +91,14 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (delivery_id, number)
     );
     "#,
+    // 2: the delivery engine. Per-webhook queues, so the scheduler finds a
+    // webhook's next due delivery by an index seek however large the backlog
+    // (and however many deliveries a disabled or slow webhook holds), and
+    // the start of a webhook's current run of failures, for auto-disable.
+    r#"
+    CREATE INDEX deliveries_webhook_due ON deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
+    ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;
+    "#,
 ];
 
 /// The schema version this binary writes.

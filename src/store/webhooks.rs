@@ -188,3 +188,48 @@ impl Patch {
         w.updated_at = now;
     }
 }
+
+/// Disables a webhook, keeping its deliveries; false if it is not enabled.
+pub fn disable(conn: &Connection, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, updated_at = ?3 \
+             WHERE id = ?1 AND enabled = 1 AND deleted_at IS NULL",
+            params![id, reason, now],
+        )
+        .context("disabling webhook")?;
+    Ok(changed == 1)
+}
+
+/// Records whether the webhook's latest attempt succeeded. A webhook whose
+/// attempts have all failed for `disable_after_ms` or longer is disabled;
+/// returns true when this call disabled it.
+pub fn record_health(
+    conn: &Connection,
+    id: &str,
+    succeeded: bool,
+    now: i64,
+    disable_after_ms: i64,
+) -> Result<bool, StoreError> {
+    if succeeded {
+        conn.prepare_cached("UPDATE webhooks SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL")
+            .and_then(|mut stmt| stmt.execute([id]))
+            .context("recording webhook success")?;
+        return Ok(false);
+    }
+    let since: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE webhooks SET failing_since = coalesce(failing_since, ?2) WHERE id = ?1 \
+             RETURNING failing_since",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![id, now], |row| row.get(0)).optional())
+        .context("recording webhook failure")?
+        .flatten();
+    match since {
+        Some(since) if now - since >= disable_after_ms => {
+            let days = disable_after_ms as f64 / 86_400_000.0;
+            disable(conn, id, &format!("every attempt failed for {days:.1} days"), now)
+        }
+        _ => Ok(false),
+    }
+}

@@ -21,7 +21,10 @@ use std::thread;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rusqlite::Connection;
 
-use super::events::{self, Event, EventType};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::events::{self, Attempt, DeliveryStatus, Event, EventType};
 use super::webhooks::{self, Patch, Webhook};
 use super::{Context, StoreError, tokens};
 use crate::catalog::Filter;
@@ -66,6 +69,92 @@ pub enum WriteOp {
         id: String,
         at: i64,
     },
+    /// Marks pending deliveries as being attempted; answers the ids that
+    /// still were pending.
+    Claim {
+        ids: Vec<String>,
+        reply: Reply<Vec<String>>,
+    },
+    /// A finished attempt from a delivery worker. Nobody waits for it.
+    RecordAttempt(Box<AttemptRecord>),
+    RetryDelivery {
+        id: String,
+        reply: Reply<Option<bool>>,
+    },
+    Replay {
+        webhook_id: String,
+        status: DeliveryStatus,
+        since: i64,
+        until: i64,
+        reply: Reply<Option<usize>>,
+    },
+    /// Commit what is queued, close the database and stop.
+    Shutdown,
+}
+
+/// What a delivery worker reports after an attempt.
+#[derive(Debug)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub attempt: Attempt,
+    pub next: NextStep,
+}
+
+/// What becomes of a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    /// Pending again, due at this time (Unix ms).
+    RetryAt(i64),
+    /// Attempts exhausted.
+    Failed,
+    /// The receiver answered 410 Gone: the webhook is disabled and the
+    /// delivery held (pending) with it.
+    DisableWebhook,
+}
+
+/// Wake-ups from the writer to the delivery scheduler, coalesced: the
+/// writer sets flags and pokes a one-slot channel; the scheduler takes the
+/// flags when it wakes. Nothing is lost when the channel is full.
+pub struct Wakeups {
+    work: AtomicBool,
+    webhooks: AtomicBool,
+    poke: Sender<()>,
+}
+
+impl Wakeups {
+    pub fn new() -> (Arc<Wakeups>, Receiver<()>) {
+        let (poke, woken) = bounded(1);
+        let wakeups = Wakeups {
+            work: AtomicBool::new(false),
+            webhooks: AtomicBool::new(false),
+            poke,
+        };
+        (Arc::new(wakeups), woken)
+    }
+
+    pub fn notify(&self, work: bool, webhooks: bool) {
+        if work {
+            self.work.store(true, Ordering::Release);
+        }
+        if webhooks {
+            self.webhooks.store(true, Ordering::Release);
+        }
+        if work || webhooks {
+            let _ = self.poke.try_send(());
+        }
+    }
+
+    /// Whether new work was committed since the last call.
+    pub fn take_work(&self) -> bool {
+        self.work.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether webhooks changed since the last call.
+    pub fn take_webhooks(&self) -> bool {
+        self.webhooks.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// How a publish ended.
@@ -121,11 +210,60 @@ impl WriterHandle {
         // Best effort: a lost last-used time is not worth failing a request.
         let _ = self.ops.try_send(WriteOp::TouchToken { id, at });
     }
+
+    pub fn claim(&self, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+        self.call(|reply| WriteOp::Claim { ids, reply })
+    }
+
+    /// Queues an attempt's record. It waits for room in the queue but not
+    /// for the commit: a record lost to a crash means a duplicate delivery,
+    /// never a lost one.
+    pub fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
+        self.ops
+            .send(WriteOp::RecordAttempt(Box::new(record)))
+            .map_err(|_| stopped())
+    }
+
+    pub fn retry_delivery(&self, id: String) -> Result<Option<bool>, StoreError> {
+        self.call(|reply| WriteOp::RetryDelivery { id, reply })
+    }
+
+    pub fn replay(
+        &self,
+        webhook_id: String,
+        status: DeliveryStatus,
+        since: i64,
+        until: i64,
+    ) -> Result<Option<usize>, StoreError> {
+        self.call(|reply| WriteOp::Replay {
+            webhook_id,
+            status,
+            since,
+            until,
+            reply,
+        })
+    }
+
+    /// Asks the writer to commit what is queued and stop, even while other
+    /// handles (delivery workers still finishing) exist.
+    pub fn shutdown(&self) {
+        let _ = self.ops.send(WriteOp::Shutdown);
+    }
+}
+
+/// Settings of the writer thread.
+pub struct WriterConfig {
+    /// A webhook whose every attempt failed for this long is disabled.
+    pub disable_after_ms: i64,
+    pub wakeups: Arc<Wakeups>,
 }
 
 /// Starts the writer thread on `conn`. It stops when every handle is
 /// dropped, after committing what was queued.
-pub fn spawn(conn: Connection) -> Result<(WriterHandle, thread::JoinHandle<()>), StoreError> {
+pub fn spawn(
+    conn: Connection,
+    config: WriterConfig,
+) -> Result<(WriterHandle, thread::JoinHandle<()>), StoreError> {
     let subscriptions = Subscriptions::load(&conn)?;
     let (tx, rx) = bounded(QUEUE_BOUND);
     let handle = thread::Builder::new()
@@ -134,6 +272,9 @@ pub fn spawn(conn: Connection) -> Result<(WriterHandle, thread::JoinHandle<()>),
             Writer {
                 conn,
                 subscriptions,
+                config,
+                wake_work: false,
+                wake_webhooks: false,
             }
             .run(rx)
         })
@@ -192,18 +333,29 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
 struct Writer {
     conn: Connection,
     subscriptions: Subscriptions,
+    config: WriterConfig,
+    /// What to tell the scheduler once the current batch commits.
+    wake_work: bool,
+    wake_webhooks: bool,
 }
 
 impl Writer {
     fn run(mut self, ops: Receiver<WriteOp>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Ok(first) = ops.recv() {
+        let mut stopping = false;
+        while !stopping && let Ok(first) = ops.recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match ops.try_recv() {
                     Ok(op) => batch.push(op),
                     Err(_) => break,
                 }
+            }
+            if let Some(at) = batch.iter().position(|op| matches!(op, WriteOp::Shutdown)) {
+                // Ops queued after the shutdown are dropped: their callers
+                // get an error from the closed reply channel.
+                batch.truncate(at);
+                stopping = true;
             }
             self.commit_batch(&mut batch);
         }
@@ -244,6 +396,11 @@ impl Writer {
             }
         }
         let commit = committed.as_ref().map(|_| ());
+        if commit.is_ok() {
+            self.config.wakeups.notify(self.wake_work, self.wake_webhooks);
+        }
+        self.wake_work = false;
+        self.wake_webhooks = false;
         for c in completions {
             c(commit);
         }
@@ -256,7 +413,12 @@ impl Writer {
             WriteOp::UpdateWebhook { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::DeleteWebhook { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::CreateEventType { reply, .. } => answer(reply, Err(stopped())),
-            WriteOp::TouchToken { .. } => Box::new(|_| {}),
+            WriteOp::Claim { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::RetryDelivery { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::Replay { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::TouchToken { .. } | WriteOp::RecordAttempt(_) | WriteOp::Shutdown => {
+                Box::new(|_| {})
+            }
         }
     }
 
@@ -297,20 +459,64 @@ impl Writer {
                 let result = webhooks::insert(&self.conn, &webhook);
                 if result.is_ok() {
                     self.subscriptions.upsert(&webhook);
+                    self.wake_webhooks = true;
                 }
                 (result.is_ok(), answer(reply, result))
             }
             WriteOp::UpdateWebhook { id, patch, reply } => {
                 let result = self.update_webhook(&id, patch, now);
+                self.wake_webhooks |= matches!(result, Ok(Some(_)));
                 (result.is_ok(), answer(reply, result))
             }
             WriteOp::DeleteWebhook { id, reply } => {
                 let result = webhooks::delete(&self.conn, &id, now);
                 if let Ok(true) = result {
                     self.subscriptions.remove(&id);
+                    self.wake_webhooks = true;
                 }
                 (result.is_ok(), answer(reply, result))
             }
+            WriteOp::Claim { ids, reply } => {
+                let result: Result<Vec<String>, StoreError> = ids
+                    .into_iter()
+                    .filter_map(|id| match events::claim(&self.conn, &id, now) {
+                        Ok(true) => Some(Ok(id)),
+                        Ok(false) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect();
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::RecordAttempt(record) => {
+                let result = self.record_attempt(*record, now);
+                if let Err(e) = &result {
+                    log::error!("recording a delivery attempt: {e}");
+                }
+                (result.is_ok(), Box::new(|_| {}))
+            }
+            WriteOp::RetryDelivery { id, reply } => {
+                let result = events::retry_now(&self.conn, &id, now);
+                self.wake_work |= matches!(result, Ok(Some(true)));
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::Replay {
+                webhook_id,
+                status,
+                since,
+                until,
+                reply,
+            } => {
+                let result = match webhooks::get(&self.conn, &webhook_id) {
+                    Ok(None) => Ok(None),
+                    Ok(Some(_)) => {
+                        events::requeue(&self.conn, &webhook_id, status, since, until, now).map(Some)
+                    }
+                    Err(e) => Err(e),
+                };
+                self.wake_work |= matches!(result, Ok(Some(n)) if n > 0);
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::Shutdown => (true, Box::new(|_| {})),
             WriteOp::CreateEventType { event_type, reply } => {
                 let result = events::insert_event_type(&self.conn, &event_type);
                 (result.is_ok(), answer(reply, result))
@@ -337,6 +543,7 @@ impl Writer {
         }
         let targets: Vec<&str> = self.subscriptions.matching(&event.event_type).collect();
         event.deliveries = targets.len() as i64;
+        self.wake_work |= !targets.is_empty();
         event.created_at = now;
         events::insert_event(&self.conn, &event)?;
         for webhook_id in targets {
@@ -351,6 +558,48 @@ impl Writer {
         Ok(PublishOutcome::Created {
             deliveries: event.deliveries,
         })
+    }
+
+    fn record_attempt(&mut self, r: AttemptRecord, now: i64) -> Result<(), StoreError> {
+        events::insert_attempt(&self.conn, &r.delivery_id, &r.attempt)?;
+        let (status, next_at) = match r.next {
+            NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
+            NextStep::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
+            NextStep::Failed => (DeliveryStatus::Failed, None),
+            NextStep::DisableWebhook => (DeliveryStatus::Pending, Some(now)),
+        };
+        events::finish_attempt(
+            &self.conn,
+            &r.delivery_id,
+            status,
+            r.attempt.number,
+            next_at,
+            r.attempt.status_code,
+            r.attempt.error_kind.as_deref(),
+            now,
+        )?;
+        self.wake_work |= matches!(r.next, NextStep::RetryAt(_));
+        if r.next == NextStep::Failed {
+            log::warn!(
+                "delivery {} to webhook {} failed after {} attempts",
+                r.delivery_id,
+                r.webhook_id,
+                r.attempt.number
+            );
+        }
+        let succeeded = r.next == NextStep::Succeeded;
+        let window = self.config.disable_after_ms;
+        if webhooks::record_health(&self.conn, &r.webhook_id, succeeded, now, window)? {
+            log::warn!("webhook {} disabled: every attempt failed for the whole window", r.webhook_id);
+            self.wake_webhooks = true;
+        }
+        if r.next == NextStep::DisableWebhook
+            && webhooks::disable(&self.conn, &r.webhook_id, "the receiver answered 410 Gone", now)?
+        {
+            log::warn!("webhook {} disabled: the receiver answered 410 Gone", r.webhook_id);
+            self.wake_webhooks = true;
+        }
+        Ok(())
     }
 
     fn update_webhook(

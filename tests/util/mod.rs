@@ -30,12 +30,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on a fresh database.
+    /// Starts a server on a fresh database, with delivery paused: webhooks
+    /// in these tests point at names that must not be looked up.
     pub fn start() -> Server {
         Server::start_with(&[])
     }
 
+    /// [`Server::start`] with more flags.
     pub fn start_with(args: &[&str]) -> Server {
+        let mut all = vec!["--pause-delivery"];
+        all.extend_from_slice(args);
+        Server::delivering(&all)
+    }
+
+    /// Starts a server that delivers, with `args`.
+    pub fn delivering(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let (child, log, addr) = spawn(dir.path(), &extra_args);

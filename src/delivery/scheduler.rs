@@ -1,0 +1,283 @@
+//! The scheduler: decides which pending deliveries go to the workers, and
+//! when.
+//!
+//! It keeps a small table of the live webhooks (URL, secret, limits, how
+//! many of their deliveries are in flight) and wakes when the writer commits
+//! new work or webhook changes ([`Wakeups`]), when a worker finishes, or when
+//! the earliest known retry falls due — never by polling on a short clock.
+//!
+//! Finding work is per webhook: `due_for_webhook` and `next_due_for_webhook`
+//! are index seeks on `deliveries_webhook_due`, so their cost does not grow
+//! with the backlog, and a disabled, rate-limited or slow webhook holding
+//! many deliveries costs the others nothing. A round claims what it found in
+//! one writer op (`pending` → `delivering`) and hands the claimed ones to
+//! the workers, at most `--webhook-concurrency` per webhook and
+//! `--workers` in all.
+//!
+//! It must not write to the database except through the writer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use rusqlite::Connection;
+
+use super::worker::Job;
+use crate::clock;
+use crate::store::writer::{Wakeups, WriterHandle};
+use crate::store::{StoreError, events, webhooks};
+
+/// The longest the scheduler sleeps without a reason; a safety net only.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// Limits from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub workers: usize,
+    pub per_webhook: usize,
+    pub default_max_attempts: u32,
+}
+
+/// What the scheduler listens to.
+pub struct Inputs {
+    pub woken: Receiver<()>,
+    pub done: Receiver<String>,
+    pub stop: Receiver<()>,
+}
+
+struct Hook {
+    url: String,
+    secret: String,
+    enabled: bool,
+    max_attempts: u32,
+    rate_per_s: Option<u32>,
+    in_flight: usize,
+    /// Look for due deliveries at the next round.
+    check: bool,
+    /// The earliest known due time of a pending delivery not yet handed out.
+    next_due: Option<i64>,
+    /// Token bucket for `rate_limit_per_s`: tokens and when they were counted.
+    tokens: f64,
+    tokens_at: i64,
+}
+
+pub struct Scheduler {
+    conn: Connection,
+    writer: WriterHandle,
+    wakeups: Arc<Wakeups>,
+    jobs: Sender<Job>,
+    limits: Limits,
+    hooks: HashMap<String, Hook>,
+    in_flight: usize,
+}
+
+impl Scheduler {
+    pub fn new(
+        conn: Connection,
+        writer: WriterHandle,
+        wakeups: Arc<Wakeups>,
+        jobs: Sender<Job>,
+        limits: Limits,
+    ) -> Result<Scheduler, StoreError> {
+        let mut scheduler = Scheduler {
+            conn,
+            writer,
+            wakeups,
+            jobs,
+            limits,
+            hooks: HashMap::new(),
+            in_flight: 0,
+        };
+        scheduler.reload()?;
+        Ok(scheduler)
+    }
+
+    /// Runs until `inputs.stop` fires or closes.
+    pub fn run(mut self, inputs: Inputs) {
+        loop {
+            if self.wakeups.take_webhooks()
+                && let Err(e) = self.reload()
+            {
+                log::error!("scheduler: reloading webhooks: {e}");
+            }
+            if self.wakeups.take_work() {
+                self.hooks.values_mut().for_each(|h| h.check = true);
+            }
+            let now = clock::now_ms();
+            if let Err(e) = self.round(now) {
+                log::error!("scheduler: {e}");
+            }
+            let wait = self.wait(clock::now_ms());
+            select! {
+                recv(inputs.woken) -> _ => {}
+                recv(inputs.done) -> id => match id {
+                    Ok(id) => {
+                        self.finished(&id);
+                        while let Ok(id) = inputs.done.try_recv() {
+                            self.finished(&id);
+                        }
+                    }
+                    Err(_) => return,
+                },
+                recv(inputs.stop) -> _ => return,
+                default(wait) => {}
+            }
+        }
+    }
+
+    fn finished(&mut self, webhook_id: &str) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(hook) = self.hooks.get_mut(webhook_id) {
+            hook.in_flight = hook.in_flight.saturating_sub(1);
+            hook.check = true;
+        }
+    }
+
+    /// Loads the live webhooks, keeping what is known of those already seen.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        let now = clock::now_ms();
+        let mut hooks = HashMap::new();
+        for w in webhooks::all_live(&self.conn)? {
+            let old = self.hooks.remove(&w.id);
+            let (in_flight, tokens, tokens_at) = old
+                .as_ref()
+                .map_or((0, f64::from(w.rate_limit_per_s.unwrap_or(0)), now), |h| {
+                    (h.in_flight, h.tokens, h.tokens_at)
+                });
+            hooks.insert(
+                w.id.clone(),
+                Hook {
+                    url: w.url,
+                    secret: w.secret,
+                    enabled: w.enabled,
+                    max_attempts: w.max_attempts.unwrap_or(self.limits.default_max_attempts),
+                    rate_per_s: w.rate_limit_per_s,
+                    in_flight,
+                    check: true,
+                    next_due: None,
+                    tokens,
+                    tokens_at,
+                },
+            );
+        }
+        self.hooks = hooks;
+        Ok(())
+    }
+
+    /// How long to sleep: until the earliest due time of a webhook that has
+    /// room, or at once if one should be checked.
+    fn wait(&self, now: i64) -> Duration {
+        if self.in_flight >= self.limits.workers {
+            return IDLE_WAKE;
+        }
+        let soonest = self
+            .hooks
+            .values()
+            .filter(|h| h.enabled && h.in_flight < self.limits.per_webhook)
+            .filter_map(|h| if h.check { Some(now) } else { h.next_due })
+            .min();
+        match soonest {
+            Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(0, 1000) as u64),
+            None => IDLE_WAKE,
+        }
+    }
+
+    /// One round: find due deliveries for every webhook with room, claim
+    /// them, hand them to the workers.
+    fn round(&mut self, now: i64) -> Result<(), StoreError> {
+        let mut found: Vec<(String, events::Due)> = Vec::new();
+        let mut exhausted: Vec<String> = Vec::new();
+        let mut room = self.limits.workers.saturating_sub(self.in_flight);
+        for (id, hook) in self.hooks.iter_mut() {
+            if room == 0 {
+                break;
+            }
+            let due = hook.check || hook.next_due.is_some_and(|at| at <= now);
+            if !hook.enabled || !due {
+                continue;
+            }
+            let mut free = self.limits.per_webhook.saturating_sub(hook.in_flight).min(room);
+            if free == 0 {
+                continue;
+            }
+            if let Some(rate) = hook.rate_per_s {
+                let rate = f64::from(rate);
+                let elapsed = (now - hook.tokens_at).max(0) as f64 / 1000.0;
+                hook.tokens = (hook.tokens + elapsed * rate).min(rate);
+                hook.tokens_at = now;
+                free = free.min(hook.tokens.floor() as usize);
+                if free == 0 {
+                    hook.check = false;
+                    hook.next_due = Some(now + ((1.0 - hook.tokens) / rate * 1000.0).ceil() as i64);
+                    continue;
+                }
+            }
+            hook.check = false;
+            let rows = events::due_for_webhook(&self.conn, id, now, free)?;
+            if rows.len() < free {
+                exhausted.push(id.clone());
+            } else {
+                // There may be more; look again when a slot frees.
+                hook.check = true;
+            }
+            room -= rows.len();
+            found.extend(rows.into_iter().map(|d| (id.clone(), d)));
+        }
+        if !found.is_empty() {
+            self.dispatch(found)?;
+        }
+        for id in exhausted {
+            let next = events::next_due_for_webhook(&self.conn, &id)?;
+            if let Some(hook) = self.hooks.get_mut(&id) {
+                hook.next_due = next;
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, found: Vec<(String, events::Due)>) -> Result<(), StoreError> {
+        let claimed = self
+            .writer
+            .claim(found.iter().map(|(_, d)| d.id.clone()).collect())?;
+        let claimed: std::collections::HashSet<String> = claimed.into_iter().collect();
+        let mut payloads: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
+        for (webhook_id, due) in found {
+            if !claimed.contains(&due.id) {
+                continue;
+            }
+            let Some(hook) = self.hooks.get_mut(&webhook_id) else {
+                continue;
+            };
+            let payload = match payloads.get(&due.event_id) {
+                Some(p) => p.clone(),
+                None => {
+                    let Some(p) = events::payload(&self.conn, &due.event_id)? else {
+                        log::error!("delivery {} names a missing event {}", due.id, due.event_id);
+                        continue;
+                    };
+                    let p = Arc::new(p);
+                    payloads.insert(due.event_id.clone(), p.clone());
+                    p
+                }
+            };
+            let job = Job {
+                delivery_id: due.id,
+                webhook_id: webhook_id.clone(),
+                event_id: due.event_id,
+                url: hook.url.clone(),
+                secrets: vec![hook.secret.clone()],
+                payload,
+                attempt: due.attempts + 1,
+                max_attempts: hook.max_attempts,
+            };
+            hook.in_flight += 1;
+            hook.tokens -= 1.0;
+            self.in_flight += 1;
+            if self.jobs.send(job).is_err() {
+                return Err(StoreError::Unavailable("the delivery workers have stopped".into()));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! Delivery workers: one attempt at a time, its outcome as a value.
+//!
+//! A worker takes a [`Job`] from the scheduler, signs the event's exact
+//! payload for this attempt (SPEC section 4), POSTs it with the shared ureq
+//! agent (redirects off, status codes read as data, the target policy
+//! applied to every resolved address), and turns what happened into an
+//! attempt record and a [`NextStep`] ([`decide`], pure). The record goes to
+//! the writer; the scheduler is told the webhook has a free slot again.
+//!
+//! A failed delivery is data, not an error: nothing here returns `Err`
+//! for a receiver's behaviour.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::backoff;
+use super::sign;
+use super::target::{BlockedTarget, PolicyResolver};
+use crate::clock;
+use crate::config::Cidr;
+use crate::store::events::Attempt;
+use crate::store::writer::{AttemptRecord, NextStep, WriterHandle};
+
+/// How much of a response body the attempt log keeps.
+const KEPT_BODY: u64 = 1024;
+
+/// One attempt to make.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub url: String,
+    pub secrets: Vec<String>,
+    pub payload: Arc<Vec<u8>>,
+    /// This attempt's number, from 1.
+    pub attempt: i64,
+    pub max_attempts: u32,
+}
+
+/// Retry settings from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+/// Why an attempt failed without an HTTP answer (or with a non-2xx one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Timeout,
+    Connect,
+    Dns,
+    Tls,
+    HttpStatus,
+    BlockedTarget,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Tls => "tls",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::BlockedTarget => "blocked_target",
+        }
+    }
+}
+
+/// What one attempt saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub error: Option<ErrorKind>,
+    /// `Retry-After` of a 429 or 503, read and capped.
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+/// The shared HTTP agent: no redirects, statuses as data, the timeouts,
+/// the target policy at connect time, `User-Agent: hookbox/<version>`.
+pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
+        .user_agent(format!("hookbox/{}", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(256)
+        .max_idle_connections_per_host(16)
+        .build();
+    let resolver = PolicyResolver {
+        allow,
+        inner: Default::default(),
+    };
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        resolver,
+    )
+}
+
+/// Sends one signed attempt of `job` and reports what happened.
+pub fn send(agent: &ureq::Agent, job: &Job, policy: &RetryPolicy) -> Outcome {
+    let timestamp = clock::now_ms() / 1000;
+    let signature = sign::header(&job.secrets, &job.event_id, timestamp, &job.payload);
+    let result = agent
+        .post(&job.url)
+        .header("Content-Type", "application/json")
+        .header("webhook-id", &job.event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .send(&job.payload[..]);
+    match result {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let retry_after = match status {
+                429 | 503 => response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| backoff::retry_after(v, SystemTime::now(), policy.max)),
+                _ => None,
+            };
+            let mut body = Vec::new();
+            // A body that breaks off mid-way still leaves its first bytes.
+            let _ = response
+                .body_mut()
+                .as_reader()
+                .take(KEPT_BODY)
+                .read_to_end(&mut body);
+            let ok = (200..300).contains(&status);
+            Outcome {
+                status: Some(status),
+                error: (!ok).then_some(ErrorKind::HttpStatus),
+                retry_after,
+                body,
+            }
+        }
+        Err(error) => Outcome {
+            status: None,
+            error: Some(classify(&error)),
+            retry_after: None,
+            body: error.to_string().into_bytes(),
+        },
+    }
+}
+
+fn classify(error: &ureq::Error) -> ErrorKind {
+    match error {
+        ureq::Error::Timeout(_) => ErrorKind::Timeout,
+        ureq::Error::HostNotFound => ErrorKind::Dns,
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) | ureq::Error::TlsRequired => {
+            ErrorKind::Tls
+        }
+        ureq::Error::Io(e) => {
+            if e.get_ref().is_some_and(|inner| inner.is::<BlockedTarget>()) {
+                ErrorKind::BlockedTarget
+            } else if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+                ErrorKind::Timeout
+            } else if e.to_string().contains("lookup") {
+                // std's resolver reports a failed lookup as a plain I/O error.
+                ErrorKind::Dns
+            } else {
+                ErrorKind::Connect
+            }
+        }
+        _ => ErrorKind::Connect,
+    }
+}
+
+/// What becomes of the delivery after `outcome`: pure.
+pub fn decide(job: &Job, outcome: &Outcome, policy: &RetryPolicy, now_ms: i64, jitter: f64) -> NextStep {
+    match outcome.status {
+        Some(status) if (200..300).contains(&status) => return NextStep::Succeeded,
+        Some(410) => return NextStep::DisableWebhook,
+        _ => {}
+    }
+    if job.attempt >= i64::from(job.max_attempts) {
+        return NextStep::Failed;
+    }
+    let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+    let wait = outcome
+        .retry_after
+        .unwrap_or_else(|| backoff::delay(attempt, policy.base, policy.max, jitter));
+    NextStep::RetryAt(now_ms + wait.as_millis() as i64)
+}
+
+/// The worker loop: until the job channel closes.
+pub fn run(
+    agent: ureq::Agent,
+    jobs: Receiver<Job>,
+    writer: WriterHandle,
+    done: Sender<String>,
+    policy: RetryPolicy,
+    stopping: Arc<AtomicBool>,
+) {
+    for job in jobs {
+        if stopping.load(Ordering::Acquire) {
+            // Handed back: still `delivering` in the database, so the next
+            // start puts it back to pending.
+            continue;
+        }
+        let started_at = clock::now_ms();
+        let clock = Instant::now();
+        let outcome = send(&agent, &job, &policy);
+        let duration_ms = clock.elapsed().as_millis() as i64;
+        let next = decide(&job, &outcome, &policy, clock::now_ms(), backoff::random_jitter());
+        let record = AttemptRecord {
+            delivery_id: job.delivery_id.clone(),
+            webhook_id: job.webhook_id.clone(),
+            attempt: Attempt {
+                number: job.attempt,
+                started_at,
+                duration_ms,
+                status_code: outcome.status,
+                error_kind: outcome.error.map(|k| k.as_str().to_owned()),
+                response_body: outcome.body,
+            },
+            next,
+        };
+        if writer.record_attempt(record).is_err() {
+            log::warn!("the writer has stopped; delivery {} stays in flight and is retried at the next start", job.delivery_id);
+        }
+        let _ = done.send(job.webhook_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempt: i64) -> Job {
+        Job {
+            delivery_id: "dlv_1".into(),
+            webhook_id: "wh_1".into(),
+            event_id: "evt_1".into(),
+            url: "http://example.com/".into(),
+            secrets: vec!["s".into()],
+            payload: Arc::new(Vec::new()),
+            attempt,
+            max_attempts: 3,
+        }
+    }
+
+    fn outcome(status: Option<u16>, retry_after: Option<u64>) -> Outcome {
+        Outcome {
+            status,
+            error: None,
+            retry_after: retry_after.map(Duration::from_secs),
+            body: Vec::new(),
+        }
+    }
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        base: Duration::from_secs(30),
+        max: Duration::from_secs(6 * 3600),
+    };
+
+    #[test]
+    fn decides_the_next_step() {
+        let table = [
+            (1, Some(200), None, NextStep::Succeeded),
+            (3, Some(204), None, NextStep::Succeeded),
+            (1, Some(410), None, NextStep::DisableWebhook),
+            (1, Some(500), None, NextStep::RetryAt(30_000)),
+            (2, None, None, NextStep::RetryAt(60_000)),
+            (1, Some(301), None, NextStep::RetryAt(30_000)),
+            (1, Some(429), Some(5), NextStep::RetryAt(5_000)),
+            (3, Some(500), None, NextStep::Failed),
+            (3, Some(429), Some(5), NextStep::Failed),
+        ];
+        for (attempt, status, retry_after, expected) in table {
+            let next = decide(&job(attempt), &outcome(status, retry_after), &POLICY, 0, 0.0);
+            assert_eq!(next, expected, "attempt {attempt} status {status:?}");
+        }
+    }
+}
