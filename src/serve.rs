@@ -26,14 +26,14 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::api::{self, Limits, State};
-use crate::delivery::worker::RetryPolicy;
-use crate::delivery::{Engine, Settings, scheduler};
-use crate::store::writer::{Wakeups, WriterConfig};
 use crate::catalog::{self, Catalog};
 use crate::clock;
 use crate::config::{Scope, ServeArgs};
+use crate::delivery::worker::RetryPolicy;
+use crate::delivery::{Engine, Settings, scheduler};
 use crate::ids::{self, Kind};
 use crate::secrets;
+use crate::store::writer::{Wakeups, WriterConfig};
 use crate::store::{self, ReadPool, events, tokens, writer};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -47,7 +47,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = load_catalog(&conn)?;
     let reset = events::reset_in_flight(&conn, clock::now_ms())?;
     if reset > 0 {
-        log::warn!("{reset} deliveries were in flight when hookbox last stopped; they are pending again");
+        log::warn!(
+            "{reset} deliveries were in flight when hookbox last stopped; they are pending again"
+        );
     }
     let (wakeups, woken) = Wakeups::new();
     let writer_config = WriterConfig {
@@ -55,25 +57,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         wakeups: wakeups.clone(),
     };
     let (writer, writer_thread) = writer::spawn(conn, writer_config)?;
-    let engine = (!args.pause_delivery).then(|| Engine::start(
-        store::open_reader(db)?,
-        writer.clone(),
-        wakeups,
-        woken,
-        Settings {
-            limits: scheduler::Limits {
-                workers: args.workers as usize,
-                per_webhook: args.webhook_concurrency as usize,
-                default_max_attempts: args.max_attempts,
-            },
-            retry: RetryPolicy {
-                base: args.retry_base_delay,
-                max: args.retry_max_delay,
-            },
-            allow_targets: args.allow_targets.clone(),
-            timeout: args.delivery_timeout,
-        },
-    )).transpose()?;
+    let engine = (!args.pause_delivery)
+        .then(|| {
+            Engine::start(
+                store::open_reader(db)?,
+                writer.clone(),
+                wakeups,
+                woken,
+                Settings {
+                    limits: scheduler::Limits {
+                        workers: args.workers as usize,
+                        per_webhook: args.webhook_concurrency as usize,
+                        default_max_attempts: args.max_attempts,
+                    },
+                    retry: RetryPolicy {
+                        base: args.retry_base_delay,
+                        max: args.retry_max_delay,
+                    },
+                    allow_targets: args.allow_targets.clone(),
+                    timeout: args.delivery_timeout,
+                },
+            )
+        })
+        .transpose()?;
     if engine.is_none() {
         log::warn!("delivery is paused (--pause-delivery): events are stored, nothing is sent");
     }

@@ -30,9 +30,11 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         match key.as_str() {
             "webhook_id" if Kind::Webhook.matches(value) => webhook_id = Some(value.clone()),
             "event_id" if Kind::Event.matches(value) => event_id = Some(value.clone()),
-            "webhook_id" | "event_id" => {
-                errors.push(FieldError::new(key.clone(), "invalid", "is not an id of that kind"))
-            }
+            "webhook_id" | "event_id" => errors.push(FieldError::new(
+                key.clone(),
+                "invalid",
+                "is not an id of that kind",
+            )),
             "status" => match DeliveryStatus::parse(value) {
                 Some(s) => status = Some(s),
                 None => errors.push(FieldError::new(
@@ -105,7 +107,11 @@ pub fn replay(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> {
         text.and_then(|t| {
             let parsed = clock::parse_rfc3339(&t);
             if parsed.is_none() {
-                errors.push(FieldError::new(field, "format", "must be an RFC 3339 time such as 2025-01-21T22:20:56Z"));
+                errors.push(FieldError::new(
+                    field,
+                    "format",
+                    "must be an RFC 3339 time such as 2025-01-21T22:20:56Z",
+                ));
             }
             parsed
         })
@@ -116,7 +122,11 @@ pub fn replay(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> {
         None | Some("failed") => Some(DeliveryStatus::Failed),
         Some("succeeded") => Some(DeliveryStatus::Succeeded),
         Some(_) => {
-            errors.push(FieldError::new("status", "enum", "must be failed or succeeded"));
+            errors.push(FieldError::new(
+                "status",
+                "enum",
+                "must be failed or succeeded",
+            ));
             None
         }
     };
@@ -126,9 +136,17 @@ pub fn replay(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> {
     };
     let until = until.unwrap_or(i64::MAX);
     if until <= since {
-        return Err(ApiError::invalid(vec![FieldError::new("until", "out_of_range", "must be after since")]));
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "until",
+            "out_of_range",
+            "must be after since",
+        )]));
     }
-    match ctx.state.writer.replay(webhook_id.to_owned(), status, since, until)? {
+    match ctx
+        .state
+        .writer
+        .replay(webhook_id.to_owned(), status, since, until)?
+    {
         None => Err(not_found()),
         Some(n) => Ok(Reply::json(202, &json!({"requeued": n}))),
     }

@@ -43,9 +43,21 @@ mod tests {
 
     #[test]
     fn doubles_from_the_base_and_caps() {
-        let table = [(1, 30), (2, 60), (3, 120), (4, 240), (10, 15_360), (11, 21_600), (60, 21_600)];
+        let table = [
+            (1, 30),
+            (2, 60),
+            (3, 120),
+            (4, 240),
+            (10, 15_360),
+            (11, 21_600),
+            (60, 21_600),
+        ];
         for (attempt, seconds) in table {
-            assert_eq!(delay(attempt, BASE, MAX, 0.0), Duration::from_secs(seconds), "{attempt}");
+            assert_eq!(
+                delay(attempt, BASE, MAX, 0.0),
+                Duration::from_secs(seconds),
+                "{attempt}"
+            );
         }
     }
 

@@ -56,8 +56,12 @@ impl Engine {
         let agent = worker::agent(settings.allow_targets.clone(), settings.timeout);
         let workers = (0..settings.limits.workers)
             .map(|i| {
-                let (agent, jobs, writer, done) =
-                    (agent.clone(), jobs_rx.clone(), writer.clone(), done_tx.clone());
+                let (agent, jobs, writer, done) = (
+                    agent.clone(),
+                    jobs_rx.clone(),
+                    writer.clone(),
+                    done_tx.clone(),
+                );
                 let (retry, stopping) = (settings.retry, stopping.clone());
                 thread::Builder::new()
                     .name(format!("worker-{i}"))
@@ -107,7 +111,9 @@ impl Engine {
             }
         }
         if unfinished > 0 {
-            log::warn!("{unfinished} delivery attempts still running at stop; they will be retried at the next start");
+            log::warn!(
+                "{unfinished} delivery attempts still running at stop; they will be retried at the next start"
+            );
         }
     }
 }

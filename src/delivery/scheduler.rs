@@ -197,7 +197,11 @@ impl Scheduler {
             if !hook.enabled || !due {
                 continue;
             }
-            let mut free = self.limits.per_webhook.saturating_sub(hook.in_flight).min(room);
+            let mut free = self
+                .limits
+                .per_webhook
+                .saturating_sub(hook.in_flight)
+                .min(room);
             if free == 0 {
                 continue;
             }
@@ -275,7 +279,9 @@ impl Scheduler {
             hook.tokens -= 1.0;
             self.in_flight += 1;
             if self.jobs.send(job).is_err() {
-                return Err(StoreError::Unavailable("the delivery workers have stopped".into()));
+                return Err(StoreError::Unavailable(
+                    "the delivery workers have stopped".into(),
+                ));
             }
         }
         Ok(())

@@ -64,8 +64,16 @@ mod tests {
         let raw = signature("your-secret-key", "evt_1", 1, body);
         let mut mac = Hmac::<Sha256>::new_from_slice(b"your-secret-key").unwrap();
         mac.update(b"evt_1.1.{}");
-        assert_eq!(raw, format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())));
-        let both = header(&["your-secret-key".into(), "whsec_AAAA".into()], "evt_1", 1, body);
+        assert_eq!(
+            raw,
+            format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+        );
+        let both = header(
+            &["your-secret-key".into(), "whsec_AAAA".into()],
+            "evt_1",
+            1,
+            body,
+        );
         let parts: Vec<&str> = both.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0], raw);

@@ -156,13 +156,17 @@ fn classify(error: &ureq::Error) -> ErrorKind {
     match error {
         ureq::Error::Timeout(_) => ErrorKind::Timeout,
         ureq::Error::HostNotFound => ErrorKind::Dns,
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) | ureq::Error::TlsRequired => {
-            ErrorKind::Tls
-        }
+        ureq::Error::Tls(_)
+        | ureq::Error::Rustls(_)
+        | ureq::Error::Pem(_)
+        | ureq::Error::TlsRequired => ErrorKind::Tls,
         ureq::Error::Io(e) => {
             if e.get_ref().is_some_and(|inner| inner.is::<BlockedTarget>()) {
                 ErrorKind::BlockedTarget
-            } else if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+            } else if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) {
                 ErrorKind::Timeout
             } else if e.to_string().contains("lookup") {
                 // std's resolver reports a failed lookup as a plain I/O error.
@@ -176,7 +180,13 @@ fn classify(error: &ureq::Error) -> ErrorKind {
 }
 
 /// What becomes of the delivery after `outcome`: pure.
-pub fn decide(job: &Job, outcome: &Outcome, policy: &RetryPolicy, now_ms: i64, jitter: f64) -> NextStep {
+pub fn decide(
+    job: &Job,
+    outcome: &Outcome,
+    policy: &RetryPolicy,
+    now_ms: i64,
+    jitter: f64,
+) -> NextStep {
     match outcome.status {
         Some(status) if (200..300).contains(&status) => return NextStep::Succeeded,
         Some(410) => return NextStep::DisableWebhook,
@@ -211,7 +221,13 @@ pub fn run(
         let clock = Instant::now();
         let outcome = send(&agent, &job, &policy);
         let duration_ms = clock.elapsed().as_millis() as i64;
-        let next = decide(&job, &outcome, &policy, clock::now_ms(), backoff::random_jitter());
+        let next = decide(
+            &job,
+            &outcome,
+            &policy,
+            clock::now_ms(),
+            backoff::random_jitter(),
+        );
         let record = AttemptRecord {
             delivery_id: job.delivery_id.clone(),
             webhook_id: job.webhook_id.clone(),
@@ -226,7 +242,10 @@ pub fn run(
             next,
         };
         if writer.record_attempt(record).is_err() {
-            log::warn!("the writer has stopped; delivery {} stays in flight and is retried at the next start", job.delivery_id);
+            log::warn!(
+                "the writer has stopped; delivery {} stays in flight and is retried at the next start",
+                job.delivery_id
+            );
         }
         let _ = done.send(job.webhook_id);
     }
@@ -277,7 +296,13 @@ mod tests {
             (3, Some(429), Some(5), NextStep::Failed),
         ];
         for (attempt, status, retry_after, expected) in table {
-            let next = decide(&job(attempt), &outcome(status, retry_after), &POLICY, 0, 0.0);
+            let next = decide(
+                &job(attempt),
+                &outcome(status, retry_after),
+                &POLICY,
+                0,
+                0.0,
+            );
             assert_eq!(next, expected, "attempt {attempt} status {status:?}");
         }
     }

@@ -292,7 +292,10 @@ pub fn due_for_webhook(
 }
 
 /// When the webhook's next pending delivery is due, if it has one.
-pub fn next_due_for_webhook(conn: &Connection, webhook_id: &str) -> Result<Option<i64>, StoreError> {
+pub fn next_due_for_webhook(
+    conn: &Connection,
+    webhook_id: &str,
+) -> Result<Option<i64>, StoreError> {
     conn.prepare_cached(
         "SELECT min(next_attempt_at) FROM deliveries WHERE webhook_id = ?1 AND status = 'pending'",
     )
@@ -357,11 +360,9 @@ pub fn insert_attempt(conn: &Connection, delivery_id: &str, a: &Attempt) -> Resu
 pub fn finish_attempt(
     conn: &Connection,
     id: &str,
+    attempt: &Attempt,
     status: DeliveryStatus,
-    attempts: i64,
     next_attempt_at: Option<i64>,
-    last_status: Option<u16>,
-    last_error: Option<&str>,
     now: i64,
 ) -> Result<bool, StoreError> {
     let changed = conn
@@ -373,10 +374,10 @@ pub fn finish_attempt(
             stmt.execute(params![
                 id,
                 status.as_str(),
-                attempts,
+                attempt.number,
                 next_attempt_at,
-                last_status,
-                last_error,
+                attempt.status_code,
+                attempt.error_kind,
                 now
             ])
         })
@@ -406,9 +407,11 @@ pub fn attempts_of(conn: &Connection, delivery_id: &str) -> Result<Vec<Attempt>,
 }
 
 pub fn get_delivery(conn: &Connection, id: &str) -> Result<Option<Delivery>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"))
-        .and_then(|mut stmt| stmt.query_row([id], delivery_from_row).optional())
-        .context("reading delivery")
+    conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
+    ))
+    .and_then(|mut stmt| stmt.query_row([id], delivery_from_row).optional())
+    .context("reading delivery")
 }
 
 /// Newest first, filtered by webhook, event and status.
@@ -428,7 +431,13 @@ pub fn list_deliveries(
     ))
     .and_then(|mut stmt| {
         stmt.query_map(
-            params![webhook_id, event_id, status.map(DeliveryStatus::as_str), cursor, limit as i64],
+            params![
+                webhook_id,
+                event_id,
+                status.map(DeliveryStatus::as_str),
+                cursor,
+                limit as i64
+            ],
             delivery_from_row,
         )?
         .collect()
@@ -443,7 +452,10 @@ pub fn retry_now(conn: &Connection, id: &str, now: i64) -> Result<Option<bool>, 
     let Some(d) = get_delivery(conn, id)? else {
         return Ok(None);
     };
-    if matches!(d.status, DeliveryStatus::Delivering | DeliveryStatus::Cancelled) {
+    if matches!(
+        d.status,
+        DeliveryStatus::Delivering | DeliveryStatus::Cancelled
+    ) {
         return Ok(Some(false));
     }
     conn.execute(

@@ -212,9 +212,11 @@ pub fn record_health(
     disable_after_ms: i64,
 ) -> Result<bool, StoreError> {
     if succeeded {
-        conn.prepare_cached("UPDATE webhooks SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL")
-            .and_then(|mut stmt| stmt.execute([id]))
-            .context("recording webhook success")?;
+        conn.prepare_cached(
+            "UPDATE webhooks SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
+        )
+        .and_then(|mut stmt| stmt.execute([id]))
+        .context("recording webhook success")?;
         return Ok(false);
     }
     let since: Option<i64> = conn
@@ -222,13 +224,21 @@ pub fn record_health(
             "UPDATE webhooks SET failing_since = coalesce(failing_since, ?2) WHERE id = ?1 \
              RETURNING failing_since",
         )
-        .and_then(|mut stmt| stmt.query_row(params![id, now], |row| row.get(0)).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row(params![id, now], |row| row.get(0))
+                .optional()
+        })
         .context("recording webhook failure")?
         .flatten();
     match since {
         Some(since) if now - since >= disable_after_ms => {
             let days = disable_after_ms as f64 / 86_400_000.0;
-            disable(conn, id, &format!("every attempt failed for {days:.1} days"), now)
+            disable(
+                conn,
+                id,
+                &format!("every attempt failed for {days:.1} days"),
+                now,
+            )
         }
         _ => Ok(false),
     }

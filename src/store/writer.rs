@@ -397,7 +397,9 @@ impl Writer {
         }
         let commit = committed.as_ref().map(|_| ());
         if commit.is_ok() {
-            self.config.wakeups.notify(self.wake_work, self.wake_webhooks);
+            self.config
+                .wakeups
+                .notify(self.wake_work, self.wake_webhooks);
         }
         self.wake_work = false;
         self.wake_webhooks = false;
@@ -509,7 +511,8 @@ impl Writer {
                 let result = match webhooks::get(&self.conn, &webhook_id) {
                     Ok(None) => Ok(None),
                     Ok(Some(_)) => {
-                        events::requeue(&self.conn, &webhook_id, status, since, until, now).map(Some)
+                        events::requeue(&self.conn, &webhook_id, status, since, until, now)
+                            .map(Some)
                     }
                     Err(e) => Err(e),
                 };
@@ -568,16 +571,7 @@ impl Writer {
             NextStep::Failed => (DeliveryStatus::Failed, None),
             NextStep::DisableWebhook => (DeliveryStatus::Pending, Some(now)),
         };
-        events::finish_attempt(
-            &self.conn,
-            &r.delivery_id,
-            status,
-            r.attempt.number,
-            next_at,
-            r.attempt.status_code,
-            r.attempt.error_kind.as_deref(),
-            now,
-        )?;
+        events::finish_attempt(&self.conn, &r.delivery_id, &r.attempt, status, next_at, now)?;
         self.wake_work |= matches!(r.next, NextStep::RetryAt(_));
         if r.next == NextStep::Failed {
             log::warn!(
@@ -590,13 +584,24 @@ impl Writer {
         let succeeded = r.next == NextStep::Succeeded;
         let window = self.config.disable_after_ms;
         if webhooks::record_health(&self.conn, &r.webhook_id, succeeded, now, window)? {
-            log::warn!("webhook {} disabled: every attempt failed for the whole window", r.webhook_id);
+            log::warn!(
+                "webhook {} disabled: every attempt failed for the whole window",
+                r.webhook_id
+            );
             self.wake_webhooks = true;
         }
         if r.next == NextStep::DisableWebhook
-            && webhooks::disable(&self.conn, &r.webhook_id, "the receiver answered 410 Gone", now)?
+            && webhooks::disable(
+                &self.conn,
+                &r.webhook_id,
+                "the receiver answered 410 Gone",
+                now,
+            )?
         {
-            log::warn!("webhook {} disabled: the receiver answered 410 Gone", r.webhook_id);
+            log::warn!(
+                "webhook {} disabled: the receiver answered 410 Gone",
+                r.webhook_id
+            );
             self.wake_webhooks = true;
         }
         Ok(())
