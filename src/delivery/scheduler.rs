@@ -16,7 +16,7 @@
 //!
 //! It must not write to the database except through the writer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,11 @@ use crate::store::{StoreError, events, webhooks};
 
 /// The longest the scheduler sleeps without a reason; a safety net only.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// How many deliveries of one webhook are claimed ahead of the workers, so
+/// that a finished attempt is followed by the next without a database round
+/// trip. Claimed ones read `delivering`; at a crash they go back to pending.
+const PREFETCH: usize = 32;
 
 /// Limits from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +65,8 @@ struct Hook {
     /// Token bucket for `rate_limit_per_s`: tokens and when they were counted.
     tokens: f64,
     tokens_at: i64,
+    /// Deliveries claimed (`delivering`) but not yet handed to a worker.
+    queue: VecDeque<events::Due>,
 }
 
 pub struct Scheduler {
@@ -135,16 +142,23 @@ impl Scheduler {
     }
 
     /// Loads the live webhooks, keeping what is known of those already seen.
+    /// Claimed deliveries of a webhook now disabled go back to pending; those
+    /// of a deleted one were cancelled with it.
     fn reload(&mut self) -> Result<(), StoreError> {
         let now = clock::now_ms();
         let mut hooks = HashMap::new();
+        let mut unclaim = Vec::new();
         for w in webhooks::all_live(&self.conn)? {
             let old = self.hooks.remove(&w.id);
-            let (in_flight, tokens, tokens_at) = old
-                .as_ref()
-                .map_or((0, f64::from(w.rate_limit_per_s.unwrap_or(0)), now), |h| {
-                    (h.in_flight, h.tokens, h.tokens_at)
-                });
+            let rate = w.rate_limit_per_s;
+            let (in_flight, mut queue, tokens, tokens_at) = match old {
+                Some(h) if h.rate_per_s == rate => (h.in_flight, h.queue, h.tokens, h.tokens_at),
+                Some(h) => (h.in_flight, h.queue, f64::from(rate.unwrap_or(0)), now),
+                None => (0, VecDeque::new(), f64::from(rate.unwrap_or(0)), now),
+            };
+            if !w.enabled {
+                unclaim.extend(queue.drain(..).map(|d| d.id));
+            }
             hooks.insert(
                 w.id.clone(),
                 Hook {
@@ -152,16 +166,20 @@ impl Scheduler {
                     secret: w.secret,
                     enabled: w.enabled,
                     max_attempts: w.max_attempts.unwrap_or(self.limits.default_max_attempts),
-                    rate_per_s: w.rate_limit_per_s,
+                    rate_per_s: rate,
                     in_flight,
                     check: true,
                     next_due: None,
                     tokens,
                     tokens_at,
+                    queue,
                 },
             );
         }
         self.hooks = hooks;
+        if !unclaim.is_empty() {
+            self.writer.unclaim(unclaim)?;
+        }
         Ok(())
     }
 
@@ -175,7 +193,10 @@ impl Scheduler {
             .hooks
             .values()
             .filter(|h| h.enabled && h.in_flight < self.limits.per_webhook)
-            .filter_map(|h| if h.check { Some(now) } else { h.next_due })
+            .filter_map(|h| {
+                let ready = h.check || (!h.queue.is_empty() && h.rate_per_s.is_none());
+                if ready { Some(now) } else { h.next_due }
+            })
             .min();
         match soonest {
             Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(0, 1000) as u64),
@@ -183,53 +204,42 @@ impl Scheduler {
         }
     }
 
-    /// One round: find due deliveries for every webhook with room, claim
-    /// them, hand them to the workers.
+    /// One round: top up the queue of claimed deliveries of every webhook
+    /// that can send (one claim op for all of them), then hand queued
+    /// deliveries to the workers within the limits.
     fn round(&mut self, now: i64) -> Result<(), StoreError> {
         let mut found: Vec<(String, events::Due)> = Vec::new();
         let mut exhausted: Vec<String> = Vec::new();
-        let mut room = self.limits.workers.saturating_sub(self.in_flight);
         for (id, hook) in self.hooks.iter_mut() {
-            if room == 0 {
-                break;
-            }
             let due = hook.check || hook.next_due.is_some_and(|at| at <= now);
-            if !hook.enabled || !due {
+            let room = self.limits.per_webhook.saturating_sub(hook.in_flight);
+            if !hook.enabled || !due || room == 0 || hook.queue.len() >= room {
                 continue;
-            }
-            let mut free = self
-                .limits
-                .per_webhook
-                .saturating_sub(hook.in_flight)
-                .min(room);
-            if free == 0 {
-                continue;
-            }
-            if let Some(rate) = hook.rate_per_s {
-                let rate = f64::from(rate);
-                let elapsed = (now - hook.tokens_at).max(0) as f64 / 1000.0;
-                hook.tokens = (hook.tokens + elapsed * rate).min(rate);
-                hook.tokens_at = now;
-                free = free.min(hook.tokens.floor() as usize);
-                if free == 0 {
-                    hook.check = false;
-                    hook.next_due = Some(now + ((1.0 - hook.tokens) / rate * 1000.0).ceil() as i64);
-                    continue;
-                }
             }
             hook.check = false;
-            let rows = events::due_for_webhook(&self.conn, id, now, free)?;
-            if rows.len() < free {
+            let want = PREFETCH.saturating_sub(hook.queue.len());
+            let rows = events::due_for_webhook(&self.conn, id, now, want)?;
+            if rows.len() < want {
                 exhausted.push(id.clone());
             } else {
-                // There may be more; look again when a slot frees.
+                // There may be more; look again when the queue runs low.
                 hook.check = true;
             }
-            room -= rows.len();
             found.extend(rows.into_iter().map(|d| (id.clone(), d)));
         }
         if !found.is_empty() {
-            self.dispatch(found)?;
+            let claimed: HashSet<String> = self
+                .writer
+                .claim(found.iter().map(|(_, d)| d.id.clone()).collect())?
+                .into_iter()
+                .collect();
+            for (webhook_id, due) in found {
+                if let Some(hook) = self.hooks.get_mut(&webhook_id)
+                    && claimed.contains(&due.id)
+                {
+                    hook.queue.push_back(due);
+                }
+            }
         }
         for id in exhausted {
             let next = events::next_due_for_webhook(&self.conn, &id)?;
@@ -237,51 +247,69 @@ impl Scheduler {
                 hook.next_due = next;
             }
         }
-        Ok(())
+        self.dispatch(now)
     }
 
-    fn dispatch(&mut self, found: Vec<(String, events::Due)>) -> Result<(), StoreError> {
-        let claimed = self
-            .writer
-            .claim(found.iter().map(|(_, d)| d.id.clone()).collect())?;
-        let claimed: std::collections::HashSet<String> = claimed.into_iter().collect();
+    /// Hands queued deliveries to the workers: at most `per_webhook` in
+    /// flight per webhook, `workers` in all, and within each webhook's rate.
+    fn dispatch(&mut self, now: i64) -> Result<(), StoreError> {
         let mut payloads: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
-        for (webhook_id, due) in found {
-            if !claimed.contains(&due.id) {
+        for (webhook_id, hook) in self.hooks.iter_mut() {
+            if !hook.enabled {
                 continue;
             }
-            let Some(hook) = self.hooks.get_mut(&webhook_id) else {
-                continue;
-            };
-            let payload = match payloads.get(&due.event_id) {
-                Some(p) => p.clone(),
-                None => {
-                    let Some(p) = events::payload(&self.conn, &due.event_id)? else {
-                        log::error!("delivery {} names a missing event {}", due.id, due.event_id);
-                        continue;
-                    };
-                    let p = Arc::new(p);
-                    payloads.insert(due.event_id.clone(), p.clone());
-                    p
+            let mut free = self.limits.per_webhook.saturating_sub(hook.in_flight);
+            free = free.min(self.limits.workers.saturating_sub(self.in_flight));
+            if let Some(rate) = hook.rate_per_s {
+                let rate = f64::from(rate);
+                let elapsed = (now - hook.tokens_at).max(0) as f64 / 1000.0;
+                hook.tokens = (hook.tokens + elapsed * rate).min(rate);
+                hook.tokens_at = now;
+                let allowed = hook.tokens.floor().max(0.0) as usize;
+                if allowed == 0 && !hook.queue.is_empty() {
+                    let wait = ((1.0 - hook.tokens) / rate * 1000.0).ceil() as i64;
+                    hook.next_due = Some(now + wait.max(1));
                 }
-            };
-            let job = Job {
-                delivery_id: due.id,
-                webhook_id: webhook_id.clone(),
-                event_id: due.event_id,
-                url: hook.url.clone(),
-                secrets: vec![hook.secret.clone()],
-                payload,
-                attempt: due.attempts + 1,
-                max_attempts: hook.max_attempts,
-            };
-            hook.in_flight += 1;
-            hook.tokens -= 1.0;
-            self.in_flight += 1;
-            if self.jobs.send(job).is_err() {
-                return Err(StoreError::Unavailable(
-                    "the delivery workers have stopped".into(),
-                ));
+                free = free.min(allowed);
+            }
+            for _ in 0..free {
+                let Some(due) = hook.queue.pop_front() else {
+                    break;
+                };
+                let payload = match payloads.get(&due.event_id) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let Some(p) = events::payload(&self.conn, &due.event_id)? else {
+                            log::error!(
+                                "delivery {} names a missing event {}",
+                                due.id,
+                                due.event_id
+                            );
+                            continue;
+                        };
+                        let p = Arc::new(p);
+                        payloads.insert(due.event_id.clone(), p.clone());
+                        p
+                    }
+                };
+                let job = Job {
+                    delivery_id: due.id,
+                    webhook_id: webhook_id.clone(),
+                    event_id: due.event_id,
+                    url: hook.url.clone(),
+                    secrets: vec![hook.secret.clone()],
+                    payload,
+                    attempt: due.attempts + 1,
+                    max_attempts: hook.max_attempts,
+                };
+                hook.in_flight += 1;
+                hook.tokens -= 1.0;
+                self.in_flight += 1;
+                if self.jobs.send(job).is_err() {
+                    return Err(StoreError::Unavailable(
+                        "the delivery workers have stopped".into(),
+                    ));
+                }
             }
         }
         Ok(())

@@ -482,3 +482,14 @@ pub fn requeue(
     )
     .context("replaying deliveries")
 }
+
+/// Puts a claimed delivery back to pending, due now.
+pub fn unclaim(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, updated_at = ?2 \
+         WHERE id = ?1 AND status = 'delivering'",
+    )
+    .and_then(|mut stmt| stmt.execute(params![id, now]))
+    .context("unclaiming delivery")?;
+    Ok(())
+}

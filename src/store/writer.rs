@@ -75,6 +75,12 @@ pub enum WriteOp {
         ids: Vec<String>,
         reply: Reply<Vec<String>>,
     },
+    /// Puts claimed deliveries back to pending (their webhook was disabled
+    /// before they were sent).
+    Unclaim {
+        ids: Vec<String>,
+        reply: Reply<()>,
+    },
     /// A finished attempt from a delivery worker. Nobody waits for it.
     RecordAttempt(Box<AttemptRecord>),
     RetryDelivery {
@@ -213,6 +219,10 @@ impl WriterHandle {
 
     pub fn claim(&self, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
         self.call(|reply| WriteOp::Claim { ids, reply })
+    }
+
+    pub fn unclaim(&self, ids: Vec<String>) -> Result<(), StoreError> {
+        self.call(|reply| WriteOp::Unclaim { ids, reply })
     }
 
     /// Queues an attempt's record. It waits for room in the queue but not
@@ -416,6 +426,7 @@ impl Writer {
             WriteOp::DeleteWebhook { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::CreateEventType { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Claim { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::Unclaim { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::RetryDelivery { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Replay { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::TouchToken { .. } | WriteOp::RecordAttempt(_) | WriteOp::Shutdown => {
@@ -487,6 +498,12 @@ impl Writer {
                         Err(e) => Some(Err(e)),
                     })
                     .collect();
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::Unclaim { ids, reply } => {
+                let result = ids
+                    .iter()
+                    .try_for_each(|id| events::unclaim(&self.conn, id, now));
                 (result.is_ok(), answer(reply, result))
             }
             WriteOp::RecordAttempt(record) => {
