@@ -17,7 +17,8 @@
 //!   the rest copied in SQL), then the server restarts delivering to a local
 //!   receiver; the figure is the rate at which the first M arrive. Running
 //!   it with B = 20,000 and with B = 1,000,000 shows whether scheduling cost
-//!   grows with the backlog.
+//!   grows with the backlog. `--webhook-concurrency C` is passed to the
+//!   server (default 4, the server's own default).
 //!
 //! The load generator and the receiver run on the same machine as the
 //! server and share its cores; the figures are for the whole system.
@@ -50,6 +51,7 @@ struct Options {
     rate: u64,
     backlog: usize,
     measure: usize,
+    concurrency: u32,
 }
 
 fn options() -> Options {
@@ -62,6 +64,7 @@ fn options() -> Options {
         rate: 1000,
         backlog: 20_000,
         measure: 20_000,
+        concurrency: 4,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -84,6 +87,7 @@ fn options() -> Options {
             "--rate" => o.rate = value().max(1),
             "--backlog" => o.backlog = value().max(1) as usize,
             "--measure" => o.measure = value().max(1) as usize,
+            "--webhook-concurrency" => o.concurrency = value().max(1) as u32,
             // `cargo bench` adds --bench; anything else is a mistake.
             "--bench" => {
                 i += 1;
@@ -120,7 +124,10 @@ fn main() {
         ),
         Mode::Drain => (
             "drain",
-            format!("\"backlog\":{},\"measured\":{}", o.backlog, o.measure),
+            format!(
+                "\"backlog\":{},\"measured\":{},\"webhook_concurrency\":{}",
+                o.backlog, o.measure, o.concurrency
+            ),
         ),
     };
     for _ in 0..o.runs {
@@ -573,7 +580,16 @@ fn drain(o: &Options) -> Vec<(&'static str, f64)> {
         tx.commit().expect("commit");
     }
     let began = Instant::now();
-    let server = Hookbox::start(&db, &["--allow-targets", "127.0.0.0/8"]);
+    let concurrency = o.concurrency.to_string();
+    let server = Hookbox::start(
+        &db,
+        &[
+            "--allow-targets",
+            "127.0.0.0/8",
+            "--webhook-concurrency",
+            &concurrency,
+        ],
+    );
     let rss_start = server.rss_mb();
     let done = receiver.wait_for_count(o.measure, Duration::from_secs(600));
     let rss_end = server.rss_mb();
