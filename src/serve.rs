@@ -89,6 +89,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // a client stalled mid-body never holds an API thread.
         preread_body_bytes: usize::try_from(args.max_body_size).unwrap_or(usize::MAX),
         timeout: Some(api::SOCKET_TIMEOUT),
+        max_connections: api::MAX_CONNECTIONS,
     };
     let server = tiny_http::Server::http_with_limits(args.listen, limits)
         .map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;

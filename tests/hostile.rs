@@ -703,7 +703,6 @@ fn request_hidden_in_an_oversized_body_is_never_executed() {
 }
 
 #[test]
-
 fn oversized_body_gets_one_413_and_its_bytes_get_no_answer() {
     let mut server = Server::start();
     let results = smuggling_cases(&mut server);
@@ -763,7 +762,6 @@ fn answers_within(server: &Server, deadline: Duration) -> Result<Duration, Strin
 }
 
 #[test]
-
 fn clients_stalled_mid_body_do_not_starve_other_requests() {
     let server = Server::start_with(&["--http-threads", "4"]);
     // Twice as many as there are API threads; each declares 4096 bytes (more
@@ -786,7 +784,6 @@ fn clients_stalled_mid_body_do_not_starve_other_requests() {
 }
 
 #[test]
-
 fn clients_idle_after_a_413_do_not_starve_other_requests() {
     let server = Server::start_with(&["--http-threads", "4"]);
     let raw = format!(
@@ -800,6 +797,143 @@ fn clients_idle_after_a_413_do_not_starve_other_requests() {
     if let Err(why) = answered {
         panic!(
             "with 4 clients idle after their 413, a GET got no answer: {why}\n{}",
+            server.log()
+        );
+    }
+}
+
+/// A GET /healthz carrying `framing` headers and `body`, followed on the
+/// same connection by a hidden webhook creation.
+fn ambiguous(server: &Server, framing: &str, body: &str) -> Vec<u8> {
+    let mut raw = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n{body}",
+        server.addr, server.token
+    )
+    .into_bytes();
+    raw.extend_from_slice(&smuggled(server));
+    raw
+}
+
+#[test]
+fn ambiguous_framing_is_refused_and_never_smuggles_a_request() {
+    let server = Server::start();
+    let hidden_len = smuggled(&server).len();
+    let cases = [
+        ("Content-Length: abc".to_owned(), String::new()),
+        (
+            format!("Content-Length: {hidden_len}, {hidden_len}"),
+            String::new(),
+        ),
+        ("Content-Length: -1".to_owned(), String::new()),
+        (format!("Content-Length: {hidden_len}x"), String::new()),
+        (
+            format!("Content-Length: 2\r\nContent-Length: {hidden_len}"),
+            "{}".to_owned(),
+        ),
+        (
+            "Transfer-Encoding: gzip\r\nContent-Length: 2".to_owned(),
+            "{}".to_owned(),
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nContent-Length: 2".to_owned(),
+            "0\r\n\r\n".to_owned(),
+        ),
+        (
+            "Transfer-Encoding: chunked, identity".to_owned(),
+            "0\r\n\r\n".to_owned(),
+        ),
+    ];
+    for (framing, body) in cases {
+        let statuses = exchange_all(server.addr, ambiguous(&server, &framing, &body));
+        assert_eq!(
+            statuses,
+            [400],
+            "{framing:?}: {statuses:?}\n{}",
+            server.log()
+        );
+        assert_eq!(webhook_count(&server), 0, "{framing:?} smuggled a request");
+    }
+}
+
+#[test]
+fn a_client_that_pipelines_without_reading_holds_only_its_own_connection() {
+    let server = Server::start_with(&["--http-threads", "4"]);
+    // Thousands of pipelined requests from one client that never reads its
+    // answers: the server must read one request at a time from it, so its
+    // memory stays flat and other clients are answered at once.
+    let one = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    let flood: Vec<u8> = one.as_bytes().repeat(20_000);
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("write timeout");
+    // The write stalls once the socket buffers fill; that is the point.
+    let _ = stream.write_all(&flood);
+    for _ in 0..10 {
+        if let Err(why) = answers_within(&server, Duration::from_secs(2)) {
+            panic!(
+                "a pipelining client starved others: {why}\n{}",
+                server.log()
+            );
+        }
+    }
+    let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .expect("server RSS");
+    assert!(rss_kb < 200 * 1024, "server RSS grew to {rss_kb} kB");
+    drop(stream);
+}
+
+#[test]
+fn expect_100_continue_bodies_are_answered_and_a_stalled_one_holds_no_api_thread() {
+    let server = Server::start_with(&["--http-threads", "2"]);
+    // A well-behaved client: waits for 100 Continue, then sends the body.
+    let body =
+        serde_json::to_vec(&json!({"event": "item.created", "data": item_created()})).unwrap();
+    let head = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        server.addr,
+        server.token,
+        body.len()
+    );
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(head.as_bytes()).expect("write head");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    // An interim response has a status line and headers, never a body.
+    let mut interim = String::new();
+    reader.read_line(&mut interim).expect("100 Continue");
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim:?}");
+    let mut blank = String::new();
+    reader
+        .read_line(&mut blank)
+        .expect("end of the interim response");
+    assert_eq!(blank, "\r\n");
+    stream.write_all(&body).expect("write body");
+    let r = util::read_response(&mut reader).expect("answer");
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    // Clients that are told to continue and then send nothing: more of
+    // them than there are API threads.
+    let held: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).expect("connect");
+            s.write_all(head.as_bytes()).expect("write head");
+            s
+        })
+        .collect();
+    let answered = answers_within(&server, Duration::from_secs(5));
+    drop(held);
+    if let Err(why) = answered {
+        panic!(
+            "stalled 100-continue clients starved others: {why}\n{}",
             server.log()
         );
     }

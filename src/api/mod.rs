@@ -56,6 +56,9 @@ pub struct State {
 /// (mid-request or idle between keep-alive requests) is disconnected.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Connections open at once; each holds a thread of tiny_http's pool.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 /// While stopping, queued requests are still served for this long...
 const DRAIN_SERVE: Duration = Duration::from_secs(1);
 /// ...then answered 503, until the queue stays empty this long...

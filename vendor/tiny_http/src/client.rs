@@ -202,6 +202,13 @@ impl ClientConnection {
         .map_err(|e| {
             use crate::request;
             match e {
+                // hookbox patch: ambiguous framing is answered 400 (and the
+                // connection closed), not dropped silently.
+                request::RequestCreationError::CreationIoError(e)
+                    if e.kind() == ErrorKind::InvalidData =>
+                {
+                    ReadError::WrongHeader(version.clone())
+                }
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => {
                     ReadError::ExpectationFailed(version)

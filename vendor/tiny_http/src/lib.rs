@@ -191,6 +191,9 @@ pub struct ConnectionLimits {
     /// Read and write timeout of each socket; an idle keep-alive connection
     /// is closed after it. Upstream: none.
     pub timeout: Option<std::time::Duration>,
+    /// Connections open at once; more are closed as they arrive. Upstream:
+    /// unlimited (a thread each).
+    pub max_connections: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -198,7 +201,24 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             preread_body_bytes: 1024,
             timeout: None,
+            max_connections: usize::MAX,
         }
+    }
+}
+
+/// hookbox patch: counts a connection as open while it lives.
+struct ConnectionCount(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ConnectionCount {
+    fn new(count: Arc<std::sync::atomic::AtomicUsize>) -> ConnectionCount {
+        count.fetch_add(1, Relaxed);
+        ConnectionCount(count)
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -329,6 +349,7 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
@@ -368,21 +389,30 @@ impl Server {
                 };
 
                 match new_client {
+                    // hookbox patch: at most `max_connections` at once; one
+                    // more is closed at once rather than given a thread.
+                    Ok(_) if open_connections.load(Relaxed) >= limits.max_connections => {
+                        log::warn!("refusing a connection: {} are open", limits.max_connections);
+                    }
                     Ok(client) => {
                         let messages = inside_messages.clone();
+                        let open = ConnectionCount::new(open_connections.clone());
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
+                            let _open = &open;
                             if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
+                                // hookbox patch: every connection, not only
+                                // HTTPS ones, waits for the answer to one
+                                // request before reading the next. Upstream
+                                // read pipelined plain-HTTP requests ahead
+                                // into an unbounded queue, so one client that
+                                // never read its answers grew memory without
+                                // limit and pinned every recv() thread.
+                                let (sender, receiver) = mpsc::channel();
+                                for rq in client {
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    if receiver.recv().is_err() {
+                                        break;
                                     }
                                 }
                             }

@@ -96,7 +96,7 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        let _ = self.sender.send(());
     }
 }
 
@@ -143,22 +143,47 @@ where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
+    // hookbox patch: strict message framing (RFC 9112 section 6.3), so that
+    // no two parsers can disagree on where this request's body ends. Upstream
+    // read an unparsable Content-Length as "no body" and any
+    // Transfer-Encoding as chunked, which let a body carry a second request.
+    // Refused: several Content-Length headers, a Content-Length that is not
+    // all digits, a Transfer-Encoding other than exactly `chunked`, and both
+    // headers together.
+    let transfer_encodings: Vec<&Header> = headers
         .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        .filter(|h: &&Header| h.field.equiv("Transfer-Encoding"))
+        .collect();
+    let content_lengths: Vec<&Header> = headers
+        .iter()
+        .filter(|h: &&Header| h.field.equiv("Content-Length"))
+        .collect();
+    let framing_error = || {
+        RequestCreationError::CreationIoError(IoError::new(
+            ErrorKind::InvalidData,
+            "ambiguous request framing",
+        ))
+    };
+    if content_lengths.len() > 1
+        || transfer_encodings.len() > 1
+        || (!content_lengths.is_empty() && !transfer_encodings.is_empty())
+    {
+        return Err(framing_error());
+    }
+    let transfer_encoding = match transfer_encodings.first() {
+        Some(h) if h.value.as_str().trim().eq_ignore_ascii_case("chunked") => Some(h.value.clone()),
+        Some(_) => return Err(framing_error()),
+        None => None,
+    };
+    let content_length: Option<usize> = match content_lengths.first() {
+        Some(h) => {
+            let text = h.value.as_str().trim();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(framing_error());
+            }
+            Some(text.parse().map_err(|_| framing_error())?)
+        }
+        None => None,
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -174,16 +199,23 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
+    // hookbox patch: connection upgrades are not supported; upstream handed
+    // the raw socket to the request as its body, read on the answering thread.
+    let connection_upgrade = false;
+
+    // hookbox patch: a body the client will send only after `100 Continue`
+    // is asked for here, and then read ahead on this thread like any other,
+    // so that a slow sender never holds a thread that calls `recv()`.
+    let mut writer = writer;
+    let fits = content_length.is_none_or(|n| n <= preread_body_bytes);
+    let expects_continue = if expects_continue && fits {
+        writer
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .and_then(|()| writer.flush())
+            .map_err(RequestCreationError::CreationIoError)?;
+        false
+    } else {
+        expects_continue
     };
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
@@ -462,7 +494,7 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            let _ = sender.send(());
         }
         res
     }
@@ -520,7 +552,7 @@ impl Drop for Request {
             let response = Response::empty(503);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                let _ = sender.send(());
             }
         }
     }
