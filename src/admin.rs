@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use rusqlite::backup::Backup;
+use rusqlite::backup::{Backup, StepResult};
 
 use crate::clock;
 use crate::config::{Scope, TokenCommand};
@@ -72,6 +72,9 @@ fn token_list(db: &Path) -> anyhow::Result<()> {
 }
 
 fn token_revoke(db: &Path, id: &str) -> anyhow::Result<()> {
+    if !db.exists() {
+        bail!("database {} does not exist", db.display());
+    }
     let conn =
         store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
     if !tokens::revoke(&conn, id, clock::now_ms())? {
@@ -144,9 +147,23 @@ pub fn backup(db: &Path, dest: &Path) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         let mut dst = rusqlite::Connection::open(&tmp)
             .with_context(|| format!("opening {}", tmp.display()))?;
-        Backup::new(&src, &mut dst)
-            .and_then(|b| b.run_to_completion(1024, std::time::Duration::ZERO, None))
-            .context("copying the database")?;
+        // One step (-1 pages): a stepwise copy restarts whenever the server
+        // commits in between, so under steady load it may never finish. In
+        // WAL mode the one step holds a read snapshot and blocks no writer.
+        let backup = Backup::new(&src, &mut dst).context("starting the copy")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match backup.step(-1).context("copying the database")? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                _ if std::time::Instant::now() < deadline => {
+                    // Busy or locked: the server holds a lock for a moment.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => bail!("the database stayed locked for 60 s"),
+            }
+        }
+        drop(backup);
         dst.execute_batch("PRAGMA journal_mode=DELETE")
             .context("finishing the copy")?;
         drop(dst);
@@ -155,6 +172,14 @@ pub fn backup(db: &Path, dest: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("syncing {}", tmp.display()))?;
         std::fs::rename(&tmp, dest)
             .with_context(|| format!("moving the copy to {}", dest.display()))?;
+        // Make the rename itself durable.
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
         Ok(())
     })();
     if result.is_err() {

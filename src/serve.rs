@@ -41,7 +41,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let conn =
         store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
-    if tokens::count_live(&conn)? == 0 {
+    if tokens::count(&conn)? == 0 {
         bootstrap_admin_token(&conn, db)?;
     }
     let catalog = load_catalog(&conn)?;
@@ -127,6 +127,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         join(&args.allow_targets),
         join(&args.api_allow),
     );
+    if args.trust_proxy {
+        log::warn!("--trust-proxy is accepted but not implemented yet: X-Forwarded-For is ignored");
+    }
+    if args.api_rate_limit != 0 {
+        log::warn!("--api-rate-limit is accepted but not enforced yet");
+    }
+    if args.alert_url.is_some() {
+        log::warn!("--alert-url is accepted but alerts are not sent yet");
+    }
     log::info!("listening on http://{addr}");
 
     if let Some(signal) = signals.forever().next() {

@@ -3097,3 +3097,22 @@ fn publish_while_the_database_is_locked_is_503_and_recovers() {
     let listed = server.get(EVENTS).json();
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
 }
+
+#[test]
+fn healthz_is_503_while_the_database_cannot_commit() {
+    let server = Server::start();
+    let r = server.send("GET", "/healthz", &[], None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "ok");
+    let locker = rusqlite::Connection::open(server.db()).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let r = server.send("GET", "/healthz", &[], None, None);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["status"], "unavailable");
+    assert_eq!(r.json()["failing"], "database");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    util::wait_for(Duration::from_secs(15), "healthz to recover", || {
+        (server.send("GET", "/healthz", &[], None, None).status == 200).then_some(())
+    });
+}

@@ -96,7 +96,23 @@ struct Answer {
     body: String,
     /// Held this long before answering; cut short when the receiver stops.
     delay: Duration,
+    /// Held until this gate opens (or the receiver stops), then answered.
+    gate: Option<Gate>,
     end: End,
+}
+
+/// A gate a test opens to release held requests.
+#[derive(Debug, Clone, Default)]
+struct Gate(Arc<std::sync::atomic::AtomicBool>);
+
+impl Gate {
+    fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl Answer {
@@ -106,6 +122,7 @@ impl Answer {
             headers: Vec::new(),
             body: format!("answered {status}"),
             delay: Duration::ZERO,
+            gate: None,
             end: End::Respond,
         }
     }
@@ -146,6 +163,14 @@ impl Answer {
     fn after(mut self, delay: Duration) -> Answer {
         self.delay = delay;
         self
+    }
+
+    /// Answers 200 once `gate` opens.
+    fn held(gate: &Gate) -> Answer {
+        Answer {
+            gate: Some(gate.clone()),
+            ..Answer::ok()
+        }
     }
 }
 
@@ -361,6 +386,11 @@ fn answer(
     let answer = script(n, &this);
     if !answer.delay.is_zero() {
         stop.wait(answer.delay);
+    }
+    if let Some(gate) = &answer.gate {
+        while !gate.is_open() && !stop.is_stopped() {
+            stop.wait(Duration::from_millis(10));
+        }
     }
     if let End::Close = answer.end {
         // Taking the writer keeps the request's own Drop from answering; the
@@ -947,12 +977,275 @@ fn gone_410_disables_the_webhook_which_holds_its_deliveries_until_enabled_again(
     assert_eq!(status_codes(&d), [Some(410), Some(200)], "{d}");
     let d = wait_status(&server, &d2, "succeeded", SHORT);
     assert_eq!(status_codes(&d), [Some(200)], "{d}");
-    let ids: Vec<String> = rx
+    let mut ids: Vec<String> = rx
         .requests()
         .iter()
         .map(|s| s.webhook_id().to_owned())
         .collect();
-    assert_eq!(ids, [first.clone(), first, second]);
+    // The two held deliveries drain side by side, in either order.
+    ids[1..].sort();
+    let mut after = [first.clone(), second];
+    after.sort();
+    assert_eq!(ids[0], first);
+    assert_eq!(ids[1..], after);
+}
+
+#[test]
+fn disabling_a_webhook_holds_deliveries_already_lined_up_for_it() {
+    let gate = Gate::default();
+    let rx = Receiver::start({
+        let gate = gate.clone();
+        move |n, _| match n {
+            0 => Answer::held(&gate),
+            _ => Answer::ok(),
+        }
+    });
+    // One attempt at a time: while the first is held, the rest wait their
+    // turn (claimed ahead by the scheduler, or still pending).
+    let server = serve(&["--webhook-concurrency", "1"]);
+    let hook = webhook(&server, &rx.url("/queue"));
+    let events: Vec<String> = (0..4)
+        .map(|_| id(&publish(&server, "item.created")))
+        .collect();
+    let dlvs: Vec<String> = events
+        .iter()
+        .map(|e| delivery_of(&server, e, &hook))
+        .collect();
+    rx.wait_for(&server, 1, SHORT);
+    let r = server.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"enabled": false})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["enabled"], false);
+    gate.open();
+    let held = rx.requests()[0].webhook_id().to_owned();
+    let first = dlvs[events.iter().position(|e| *e == held).unwrap()].clone();
+    wait_status(&server, &first, "succeeded", SHORT);
+    // Disabled: the other three are held. Sent, they would arrive within
+    // milliseconds of the first one's success.
+    rx.stays_at(&server, 1, Duration::from_millis(500));
+    for dlv in dlvs.iter().filter(|d| **d != first) {
+        let d = delivery(&server, dlv);
+        assert_eq!(d["status"], "pending", "held while disabled: {d}");
+        assert_eq!(d["attempts"], 0, "{d}");
+    }
+
+    let r = server.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"enabled": true})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for dlv in &dlvs {
+        wait_status(&server, dlv, "succeeded", SHORT);
+    }
+    let mut got: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|s| s.webhook_id().to_owned())
+        .collect();
+    got.sort();
+    let mut want = events.clone();
+    want.sort();
+    assert_eq!(got, want, "each event exactly once");
+}
+
+#[test]
+fn a_webhooks_rate_limit_paces_its_deliveries() {
+    let rx = Receiver::start(|_, _| Answer::ok());
+    let server = serve(&[]);
+    let hook = id(&create_webhook(
+        &server,
+        json!({"url": rx.url("/paced"), "events": ["*"], "rate_limit_per_s": 5}),
+    ));
+    let events: Vec<String> = (0..10)
+        .map(|_| id(&publish(&server, "item.sold")))
+        .collect();
+    let seen = rx.wait_for(&server, 10, SHORT);
+    let span = seen[9].at - seen[0].at;
+    // A burst of at most 5, then 5 per second: the last of 10 comes about
+    // a second after the first.
+    assert!(
+        span >= Duration::from_millis(800) && span < Duration::from_secs(5),
+        "10 deliveries at 5/s took {span:?}"
+    );
+    for e in &events {
+        wait_status(&server, &delivery_of(&server, e, &hook), "succeeded", SHORT);
+    }
+}
+
+#[test]
+fn a_webhook_failing_for_the_whole_disable_window_is_disabled_and_holds_its_delivery() {
+    let status = Arc::new(AtomicU16::new(500));
+    let rx = Receiver::start({
+        let status = status.clone();
+        move |_, _| Answer::status(status.load(Ordering::SeqCst))
+    });
+    let server = serve(&[
+        "--disable-after",
+        "500ms",
+        "--retry-base-delay",
+        "100ms",
+        "--retry-max-delay",
+        "200ms",
+        "--max-attempts",
+        "50",
+    ]);
+    let hook = webhook(&server, &rx.url("/failing"));
+    let event_id = id(&publish(&server, "item.created"));
+    let dlv = delivery_of(&server, &event_id, &hook);
+    let w = eventually(
+        &server,
+        SHORT,
+        || "the failing webhook to be disabled".into(),
+        || {
+            let w = server.get(&format!("/api/v1/webhooks/{hook}")).json();
+            (w["enabled"] == false).then_some(w)
+        },
+    );
+    assert!(
+        w["disabled_reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{w}"
+    );
+    let d = eventually(
+        &server,
+        SHORT,
+        || {
+            format!(
+                "the last attempt to be recorded: {}",
+                delivery(&server, &dlv)
+            )
+        },
+        || {
+            let d = delivery(&server, &dlv);
+            (d["status"] != "delivering").then_some(d)
+        },
+    );
+    assert_eq!(d["status"], "pending", "held, not failed: {d}");
+    let attempts_when_disabled = attempts(&d).len();
+    assert!(attempts_when_disabled >= 2, "{d}");
+    // Held: a retry would come within 200 ms.
+    rx.stays_at(&server, attempts_when_disabled, Duration::from_millis(500));
+
+    status.store(200, Ordering::SeqCst);
+    let r = server.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"enabled": true})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let d = wait_status(&server, &dlv, "succeeded", SHORT);
+    assert_eq!(attempts(&d).len(), attempts_when_disabled + 1, "{d}");
+}
+
+#[test]
+#[ignore = "bug: re-enabling does not restart the failure window (failing_since survives the PATCH), so the first failure after re-enabling disables the webhook again"]
+fn a_re_enabled_webhook_gets_a_new_disable_window() {
+    let status = Arc::new(AtomicU16::new(500));
+    let rx = Receiver::start({
+        let status = status.clone();
+        move |_, _| Answer::status(status.load(Ordering::SeqCst))
+    });
+    let server = serve(&[
+        "--disable-after",
+        "500ms",
+        "--retry-base-delay",
+        "100ms",
+        "--retry-max-delay",
+        "200ms",
+        "--max-attempts",
+        "50",
+    ]);
+    let hook = webhook(&server, &rx.url("/failing"));
+    let dlv = delivery_of(&server, &id(&publish(&server, "item.created")), &hook);
+    let enabled = || server.get(&format!("/api/v1/webhooks/{hook}")).json()["enabled"] == true;
+    eventually(
+        &server,
+        SHORT,
+        || "the failing webhook to be disabled".into(),
+        || (!enabled()).then_some(()),
+    );
+    let settled = eventually(
+        &server,
+        SHORT,
+        || "the last attempt to be recorded".into(),
+        || {
+            let d = delivery(&server, &dlv);
+            (d["status"] == "pending").then(|| attempts(&d).len())
+        },
+    );
+    // Wait out a whole window while disabled: no attempt fails meanwhile.
+    rx.stays_at(&server, settled, Duration::from_millis(600));
+
+    // Re-enabled while the receiver still fails once: a new window starts
+    // now, so one failure cannot disable it again.
+    let r = server.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"enabled": true})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first_after = eventually(
+        &server,
+        SHORT,
+        || "an attempt after re-enabling".into(),
+        || {
+            let d = delivery(&server, &dlv);
+            (attempts(&d).len() > settled).then_some(d)
+        },
+    );
+    assert_eq!(status_codes(&first_after).last(), Some(&Some(500)));
+    assert!(
+        enabled(),
+        "one failure right after re-enabling disabled the webhook again: {}",
+        server.get(&format!("/api/v1/webhooks/{hook}")).json()
+    );
+}
+
+#[test]
+#[ignore = "bug: the next lined-up delivery is sent after a 410, because the worker reports the free slot before the disable is committed and the scheduler dispatches from its stale table"]
+fn after_a_410_no_other_delivery_lined_up_for_the_webhook_is_sent() {
+    let gate = Gate::default();
+    let rx = Receiver::start({
+        let gate = gate.clone();
+        move |_, _| Answer {
+            gate: Some(gate.clone()),
+            ..Answer::status(410)
+        }
+    });
+    let server = serve(&["--webhook-concurrency", "1"]);
+    let hook = webhook(&server, &rx.url("/gone"));
+    let dlvs: Vec<String> = (0..4)
+        .map(|_| delivery_of(&server, &id(&publish(&server, "item.created")), &hook))
+        .collect();
+    // The others are lined up behind the first attempt when it gets its 410.
+    rx.wait_for(&server, 1, SHORT);
+    gate.open();
+    eventually(
+        &server,
+        SHORT,
+        || "the webhook to be disabled".into(),
+        || {
+            (server.get(&format!("/api/v1/webhooks/{hook}")).json()["enabled"] == false)
+                .then_some(())
+        },
+    );
+    // Anything sent after the 410 would arrive within milliseconds.
+    rx.stays_at(&server, 1, Duration::from_millis(300));
+    for dlv in &dlvs {
+        let d = eventually(
+            &server,
+            SHORT,
+            || format!("delivery {dlv} to settle"),
+            || {
+                let d = delivery(&server, dlv);
+                (d["status"] != "delivering").then_some(d)
+            },
+        );
+        assert_eq!(d["status"], "pending", "{d}");
+    }
 }
 
 #[test]
@@ -1259,6 +1552,34 @@ fn deleting_a_webhook_cancels_its_pending_deliveries() {
         "a cancelled delivery is not retried: {}",
         r.text()
     );
+}
+
+#[test]
+fn deleting_a_webhook_cancels_deliveries_lined_up_for_it_and_sends_none_of_them() {
+    let gate = Gate::default();
+    let rx = Receiver::start({
+        let gate = gate.clone();
+        move |_, _| Answer::held(&gate)
+    });
+    let server = serve(&["--webhook-concurrency", "1"]);
+    let hook = webhook(&server, &rx.url("/deleted"));
+    let dlvs: Vec<String> = (0..4)
+        .map(|_| {
+            let event_id = id(&publish(&server, "item.created"));
+            delivery_of(&server, &event_id, &hook)
+        })
+        .collect();
+    rx.wait_for(&server, 1, SHORT);
+    let r = server.request("DELETE", &format!("/api/v1/webhooks/{hook}"), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    gate.open();
+    // The attempt in flight ends at once now; anything else sent would
+    // arrive within milliseconds.
+    rx.stays_at(&server, 1, Duration::from_millis(500));
+    for dlv in &dlvs {
+        let d = delivery(&server, dlv);
+        assert_eq!(d["status"], "cancelled", "{d}");
+    }
 }
 
 #[test]

@@ -219,12 +219,7 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
     let method = request.method().clone();
 
     match (path, &method) {
-        ("/healthz", Method::Get | Method::Head) => {
-            return Ok(Reply::json(
-                200,
-                &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
-            ));
-        }
+        ("/healthz", Method::Get | Method::Head) => return Ok(health(state)),
         ("/", Method::Get | Method::Head) => return Ok(dashboard()),
         ("/healthz" | "/", _) => return Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
         _ => {}
@@ -304,6 +299,25 @@ fn read_body(state: &State, request: &mut Request) -> Result<Vec<u8>, ApiError> 
         return Err(too_large());
     }
     Ok(body)
+}
+
+/// `/healthz`: 200 when the database takes a commit, 503 naming the part
+/// that fails otherwise. (Workers and queue depth join with monitoring.)
+fn health(state: &State) -> Reply {
+    let version = env!("CARGO_PKG_VERSION");
+    match state.writer.ping(Duration::from_secs(2)) {
+        Ok(()) => Reply::json(
+            200,
+            &serde_json::json!({"status": "ok", "version": version}),
+        ),
+        Err(e) => {
+            log::warn!("health check failed: {e}");
+            Reply::json(
+                503,
+                &serde_json::json!({"status": "unavailable", "failing": "database", "version": version}),
+            )
+        }
+    }
 }
 
 fn dashboard() -> Reply {

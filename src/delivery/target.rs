@@ -38,6 +38,7 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
         (100, 64..=127, _) => "a carrier-grade NAT address",
         (192, 0, 0) => "an IETF protocol assignment address",
         (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "a documentation address",
+        (192, 88, 99) => "a 6to4 relay (deprecated) address",
         (198, 18..=19, _) => "a benchmarking address",
         (224..=239, _, _) => "a multicast address",
         (240..=255, _, _) => "a reserved or broadcast address",
@@ -50,6 +51,12 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         return v4_reason(v4);
     }
     let s = ip.segments();
+    // IPv4-translated (::ffff:0:0/96) carries an IPv4 address too.
+    if s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        let [a, b] = s[6].to_be_bytes();
+        let [c, d] = s[7].to_be_bytes();
+        return v4_reason(Ipv4Addr::new(a, b, c, d));
+    }
     // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address.
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
         let [a, b] = s[6].to_be_bytes();
@@ -73,6 +80,16 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         "a multicast address"
     } else if s[0] == 0x2001 && s[1] == 0x0db8 {
         "a documentation address"
+    } else if s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001 {
+        "a local-use NAT64 address"
+    } else if s[0] & 0xffc0 == 0xfec0 {
+        "a site-local (deprecated) address"
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        "a Teredo tunnel address"
+    } else if s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0 {
+        "a benchmarking address"
+    } else if s[0] == 0x0100 && s[1..4] == [0, 0, 0] {
+        "a discard-only address"
     } else if s[0..6] == [0, 0, 0, 0, 0, 0] {
         "an IPv4-compatible (deprecated) address"
     } else {
@@ -162,6 +179,13 @@ mod tests {
             "64:ff9b::7f00:1",
             "2002:7f00:1::",
             "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::a00:1",
+            "fec0::1",
+            "2001::1",
+            "2001:2::1",
+            "100::1",
+            "192.88.99.1",
         ];
         for ip in blocked {
             assert!(

@@ -70,13 +70,10 @@ pub fn list(conn: &Connection) -> Result<Vec<Token>, StoreError> {
         .context("listing tokens")
 }
 
-pub fn count_live(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row(
-        "SELECT count(*) FROM tokens WHERE revoked_at IS NULL",
-        [],
-        |row| row.get(0),
-    )
-    .context("counting tokens")
+/// How many tokens the database holds, revoked ones included.
+pub fn count(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT count(*) FROM tokens", [], |row| row.get(0))
+        .context("counting tokens")
 }
 
 /// Revokes a token; false if there is no live token with that id.

@@ -94,6 +94,10 @@ pub enum WriteOp {
         until: i64,
         reply: Reply<Option<usize>>,
     },
+    /// Proves the database takes a commit now (for `/healthz`).
+    Ping {
+        reply: Reply<()>,
+    },
     /// Commit what is queued, close the database and stop.
     Shutdown,
 }
@@ -254,6 +258,16 @@ impl WriterHandle {
         })
     }
 
+    /// Whether the writer commits within `timeout`.
+    pub fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        let (tx, rx) = bounded(1);
+        self.ops
+            .send_timeout(WriteOp::Ping { reply: tx }, timeout)
+            .map_err(|_| stopped())?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| StoreError::Unavailable("the writer did not commit in time".into()))?
+    }
+
     /// Asks the writer to commit what is queued and stop, even while other
     /// handles (delivery workers still finishing) exist.
     pub fn shutdown(&self) {
@@ -392,10 +406,26 @@ impl Writer {
             }
             return;
         }
+        // SQLite rolls the whole transaction back by itself on some errors
+        // (disk full, I/O error, out of memory). Ops after that would run
+        // in autocommit mode, committed one by one: stop instead, and fail
+        // the batch.
+        let mut lost = false;
         for op in batch.drain(..) {
+            if lost {
+                completions.push(self.refuse(op));
+                continue;
+            }
             completions.push(self.apply_in_savepoint(op));
+            lost = self.conn.is_autocommit();
         }
-        let committed = self.conn.execute_batch("COMMIT").context("committing");
+        let committed = if lost {
+            Err(StoreError::Unavailable(
+                "SQLite rolled the transaction back".into(),
+            ))
+        } else {
+            self.conn.execute_batch("COMMIT").context("committing")
+        };
         if let Err(e) = &committed {
             log::error!("{e}; the batch is rolled back");
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -427,6 +457,7 @@ impl Writer {
             WriteOp::CreateEventType { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Claim { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Unclaim { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::Ping { reply } => answer(reply, Err(stopped())),
             WriteOp::RetryDelivery { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Replay { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::TouchToken { .. } | WriteOp::RecordAttempt(_) | WriteOp::Shutdown => {
@@ -537,6 +568,7 @@ impl Writer {
                 (result.is_ok(), answer(reply, result))
             }
             WriteOp::Shutdown => (true, Box::new(|_| {})),
+            WriteOp::Ping { reply } => (true, answer(reply, Ok(()))),
             WriteOp::CreateEventType { event_type, reply } => {
                 let result = events::insert_event_type(&self.conn, &event_type);
                 (result.is_ok(), answer(reply, result))
