@@ -38,6 +38,22 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// A duration in the command line's units: `5d`, `6h`, `30s`, `250ms`.
+pub fn human_duration(ms: i64) -> String {
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
+    for (size, unit) in UNITS {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +63,20 @@ mod tests {
         let ms = parse_rfc3339("2025-01-21T22:20:56Z").unwrap();
         assert_eq!(rfc3339(ms), "2025-01-21T22:20:56Z");
         assert_eq!(rfc3339(ms + 999), "2025-01-21T22:20:56Z");
+    }
+
+    #[test]
+    fn durations_read_back_in_their_largest_whole_unit() {
+        let table = [
+            (432_000_000, "5d"),
+            (21_600_000, "6h"),
+            (30_000, "30s"),
+            (500, "500ms"),
+            (90_000, "90s"),
+        ];
+        for (ms, text) in table {
+            assert_eq!(human_duration(ms), text);
+        }
     }
 
     #[test]

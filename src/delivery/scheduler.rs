@@ -25,7 +25,7 @@ use rusqlite::Connection;
 
 use super::worker::Job;
 use crate::clock;
-use crate::store::writer::{Wakeups, WriterHandle};
+use crate::store::writer::{NextStep, Wakeups, WriterHandle};
 use crate::store::{StoreError, events, webhooks};
 
 /// The longest the scheduler sleeps without a reason; a safety net only.
@@ -47,7 +47,7 @@ pub struct Limits {
 /// What the scheduler listens to.
 pub struct Inputs {
     pub woken: Receiver<()>,
-    pub done: Receiver<String>,
+    pub done: Receiver<(String, NextStep)>,
     pub stop: Receiver<()>,
 }
 
@@ -118,11 +118,11 @@ impl Scheduler {
             let wait = self.wait(clock::now_ms());
             select! {
                 recv(inputs.woken) -> _ => {}
-                recv(inputs.done) -> id => match id {
-                    Ok(id) => {
-                        self.finished(&id);
-                        while let Ok(id) = inputs.done.try_recv() {
-                            self.finished(&id);
+                recv(inputs.done) -> done => match done {
+                    Ok((id, next)) => {
+                        self.finished(&id, next);
+                        while let Ok((id, next)) = inputs.done.try_recv() {
+                            self.finished(&id, next);
                         }
                     }
                     Err(_) => return,
@@ -133,11 +133,23 @@ impl Scheduler {
         }
     }
 
-    fn finished(&mut self, webhook_id: &str) {
+    fn finished(&mut self, webhook_id: &str, next: NextStep) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(hook) = self.hooks.get_mut(webhook_id) {
-            hook.in_flight = hook.in_flight.saturating_sub(1);
-            hook.check = true;
+        let Some(hook) = self.hooks.get_mut(webhook_id) else {
+            return;
+        };
+        hook.in_flight = hook.in_flight.saturating_sub(1);
+        hook.check = true;
+        if next == NextStep::DisableWebhook && hook.enabled {
+            // The writer disables it with the attempt's record; stop sending
+            // now rather than when that commit's reload arrives.
+            hook.enabled = false;
+            let queued: Vec<String> = hook.queue.drain(..).map(|d| d.id).collect();
+            if !queued.is_empty()
+                && let Err(e) = self.writer.unclaim(queued)
+            {
+                log::error!("scheduler: returning deliveries of a gone webhook: {e}");
+            }
         }
     }
 

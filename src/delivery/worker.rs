@@ -163,6 +163,10 @@ fn classify(error: &ureq::Error) -> ErrorKind {
         ureq::Error::Io(e) => {
             if e.get_ref().is_some_and(|inner| inner.is::<BlockedTarget>()) {
                 ErrorKind::BlockedTarget
+            } else if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                // ureq's rustls transport reports handshake and certificate
+                // failures as I/O errors wrapping the rustls error.
+                ErrorKind::Tls
             } else if matches!(
                 e.kind(),
                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
@@ -207,7 +211,7 @@ pub fn run(
     agent: ureq::Agent,
     jobs: Receiver<Job>,
     writer: WriterHandle,
-    done: Sender<String>,
+    done: Sender<(String, NextStep)>,
     policy: RetryPolicy,
     stopping: Arc<AtomicBool>,
 ) {
@@ -247,7 +251,7 @@ pub fn run(
                 job.delivery_id
             );
         }
-        let _ = done.send(job.webhook_id);
+        let _ = done.send((job.webhook_id, next));
     }
 }
 

@@ -232,14 +232,19 @@ pub fn record_health(
         .flatten();
     match since {
         Some(since) if now - since >= disable_after_ms => {
-            let days = disable_after_ms as f64 / 86_400_000.0;
-            disable(
-                conn,
-                id,
-                &format!("every attempt failed for {days:.1} days"),
-                now,
-            )
+            let window = crate::clock::human_duration(disable_after_ms);
+            disable(conn, id, &format!("every attempt failed for {window}"), now)
         }
         _ => Ok(false),
     }
+}
+
+/// Forgets a webhook's run of failures (it was re-enabled).
+pub fn reset_failing(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE webhooks SET failing_since = NULL WHERE id = ?1",
+        [id],
+    )
+    .context("resetting webhook failures")?;
+    Ok(())
 }

@@ -665,8 +665,12 @@ impl Writer {
         let Some(mut webhook) = webhooks::get(&self.conn, id)? else {
             return Ok(None);
         };
+        let re_enabled = !webhook.enabled && patch.enabled == Some(true);
         patch.apply(&mut webhook, now);
         webhooks::update(&self.conn, &webhook)?;
+        if re_enabled {
+            webhooks::reset_failing(&self.conn, id)?;
+        }
         self.subscriptions.upsert(&webhook);
         Ok(Some(webhook))
     }
