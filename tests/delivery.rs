@@ -1076,8 +1076,10 @@ fn a_webhooks_rate_limit_paces_its_deliveries() {
     }
 }
 
-#[test]
-fn a_webhook_failing_for_the_whole_disable_window_is_disabled_and_holds_its_delivery() {
+/// A receiver answering whatever `status` holds (500 at first), and a server
+/// that disables a webhook after 500 ms of nothing but failures, retrying
+/// every 100-200 ms.
+fn failing_for_the_disable_window() -> (Arc<AtomicU16>, Receiver, Server) {
     let status = Arc::new(AtomicU16::new(500));
     let rx = Receiver::start({
         let status = status.clone();
@@ -1093,6 +1095,12 @@ fn a_webhook_failing_for_the_whole_disable_window_is_disabled_and_holds_its_deli
         "--max-attempts",
         "50",
     ]);
+    (status, rx, server)
+}
+
+#[test]
+fn a_webhook_failing_for_the_whole_disable_window_is_disabled_and_holds_its_delivery() {
+    let (status, rx, server) = failing_for_the_disable_window();
     let hook = webhook(&server, &rx.url("/failing"));
     let event_id = id(&publish(&server, "item.created"));
     let dlv = delivery_of(&server, &event_id, &hook);
@@ -1142,21 +1150,7 @@ fn a_webhook_failing_for_the_whole_disable_window_is_disabled_and_holds_its_deli
 
 #[test]
 fn a_re_enabled_webhook_gets_a_new_disable_window() {
-    let status = Arc::new(AtomicU16::new(500));
-    let rx = Receiver::start({
-        let status = status.clone();
-        move |_, _| Answer::status(status.load(Ordering::SeqCst))
-    });
-    let server = serve(&[
-        "--disable-after",
-        "500ms",
-        "--retry-base-delay",
-        "100ms",
-        "--retry-max-delay",
-        "200ms",
-        "--max-attempts",
-        "50",
-    ]);
+    let (status, rx, server) = failing_for_the_disable_window();
     let hook = webhook(&server, &rx.url("/failing"));
     let dlv = delivery_of(&server, &id(&publish(&server, "item.created")), &hook);
     let enabled = || server.get(&format!("/api/v1/webhooks/{hook}")).json()["enabled"] == true;
