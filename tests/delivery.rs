@@ -1150,7 +1150,7 @@ fn a_webhook_failing_for_the_whole_disable_window_is_disabled_and_holds_its_deli
 
 #[test]
 fn a_re_enabled_webhook_gets_a_new_disable_window() {
-    let (status, rx, server) = failing_for_the_disable_window();
+    let (_status, rx, server) = failing_for_the_disable_window();
     let hook = webhook(&server, &rx.url("/failing"));
     let dlv = delivery_of(&server, &id(&publish(&server, "item.created")), &hook);
     let enabled = || server.get(&format!("/api/v1/webhooks/{hook}")).json()["enabled"] == true;
