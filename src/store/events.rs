@@ -77,6 +77,11 @@ pub enum TypeFilter {
 }
 
 /// Newest first. `since` is a lower bound on `created_at`.
+///
+/// The WHERE clause names only the filters given, so that SQLite can use
+/// an index for each: `events_type (event_type, id)` serves an exact type
+/// in id order and a prefix as a range; `since` and the cursor bound the
+/// primary key. (`?N IS NULL OR ...` conditions would defeat the planner.)
 pub fn list_events(
     conn: &Connection,
     filter: &TypeFilter,
@@ -84,33 +89,46 @@ pub fn list_events(
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Event>, StoreError> {
-    // A prefix `item.` is the half-open text range [`item.`, `item/`): '/'
-    // follows '.' in ASCII, so the events_type index serves it.
-    let (low, high, exact) = match filter {
-        TypeFilter::Any => (None, None, None),
-        TypeFilter::Exact(name) => (None, None, Some(name.as_str())),
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    match filter {
+        TypeFilter::Any => {}
+        TypeFilter::Exact(name) => {
+            conditions.push("event_type = ?");
+            values.push(name.clone().into());
+        }
         TypeFilter::Prefix(prefix) => {
+            // `item.` is the half-open text range [`item.`, `item/`): '/'
+            // follows '.' in ASCII.
             let mut high = prefix.clone();
             high.pop();
             high.push('/');
-            (Some(prefix.clone()), Some(high), None)
+            conditions.push("event_type >= ? AND event_type < ?");
+            values.push(prefix.clone().into());
+            values.push(high.into());
         }
-    };
-    conn.prepare_cached(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE (?1 IS NULL OR event_type = ?1) \
-           AND (?2 IS NULL OR event_type >= ?2) AND (?3 IS NULL OR event_type < ?3) \
-           AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR id < ?5) \
-         ORDER BY id DESC LIMIT ?6"
-    ))
-    .and_then(|mut stmt| {
-        stmt.query_map(
-            params![exact, low, high, since, cursor, limit as i64],
-            event_from_row,
-        )?
-        .collect()
-    })
-    .context("listing events")
+    }
+    if let Some(since) = since {
+        conditions.push("created_at >= ?");
+        values.push(since.into());
+    }
+    if let Some(cursor) = cursor {
+        conditions.push("id < ?");
+        values.push(cursor.to_owned().into());
+    }
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    values.push((limit as i64).into());
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(rusqlite::params_from_iter(values), event_from_row)?
+                .collect()
+        })
+        .context("listing events")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
