@@ -225,7 +225,14 @@ impl Scheduler {
         for (id, hook) in self.hooks.iter_mut() {
             let due = hook.check || hook.next_due.is_some_and(|at| at <= now);
             let room = self.limits.per_webhook.saturating_sub(hook.in_flight);
-            if !hook.enabled || !due || room == 0 || hook.queue.len() >= room {
+            if !hook.enabled || !due || room == 0 {
+                continue;
+            }
+            if hook.queue.len() >= room {
+                // Enough lined up; a finished attempt asks again. (Leaving
+                // `check` set would wake the loop at once, again and again,
+                // while a rate limit holds the queue.)
+                hook.check = false;
                 continue;
             }
             hook.check = false;
