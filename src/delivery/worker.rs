@@ -287,6 +287,52 @@ mod tests {
     };
 
     #[test]
+    fn classifies_transport_errors() {
+        use std::io;
+        let io_err = |kind, inner: Box<dyn std::error::Error + Send + Sync>| {
+            ureq::Error::Io(io::Error::new(kind, inner))
+        };
+        let table = [
+            (
+                ureq::Error::Timeout(ureq::Timeout::Connect),
+                ErrorKind::Timeout,
+            ),
+            (ureq::Error::HostNotFound, ErrorKind::Dns),
+            (
+                ureq::Error::Io(io::Error::other("failed to lookup address information")),
+                ErrorKind::Dns,
+            ),
+            (
+                io_err(
+                    io::ErrorKind::PermissionDenied,
+                    Box::new(BlockedTarget("127.0.0.1".into())),
+                ),
+                ErrorKind::BlockedTarget,
+            ),
+            (
+                io_err(
+                    io::ErrorKind::InvalidData,
+                    Box::new(rustls::Error::DecryptError),
+                ),
+                ErrorKind::Tls,
+            ),
+            (ureq::Error::Tls("handshake"), ErrorKind::Tls),
+            (
+                ureq::Error::Io(io::ErrorKind::ConnectionRefused.into()),
+                ErrorKind::Connect,
+            ),
+            (
+                ureq::Error::Io(io::ErrorKind::TimedOut.into()),
+                ErrorKind::Timeout,
+            ),
+            (ureq::Error::ConnectionFailed, ErrorKind::Connect),
+        ];
+        for (error, expected) in table {
+            assert_eq!(classify(&error), expected, "{error}");
+        }
+    }
+
+    #[test]
     fn decides_the_next_step() {
         let table = [
             (1, Some(200), None, NextStep::Succeeded),
