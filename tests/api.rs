@@ -3116,3 +3116,10 @@ fn healthz_is_503_while_the_database_cannot_commit() {
         (server.send("GET", "/healthz", &[], None, None).status == 200).then_some(())
     });
 }
+
+#[test]
+fn post_without_any_body_is_400_empty_body_not_415() {
+    let server = Server::start();
+    let r = server.send("POST", EVENTS, &[], None, Some(&server.token));
+    r.error(400, "empty_body");
+}

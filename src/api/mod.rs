@@ -279,7 +279,11 @@ fn read_body(state: &State, request: &mut Request) -> Result<Vec<u8>, ApiError> 
     }
     let content_type = header(request, "Content-Type").unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
-    let has_body = request.body_length().is_none_or(|n| n > 0);
+    // No Content-Length is a body only when it comes chunked.
+    let has_body = match request.body_length() {
+        Some(length) => length > 0,
+        None => header(request, "Transfer-Encoding").is_some(),
+    };
     if has_body && !media_type.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
             415,
