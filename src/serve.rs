@@ -69,6 +69,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                         workers: args.workers as usize,
                         per_webhook: args.webhook_concurrency as usize,
                         default_max_attempts: args.max_attempts,
+                        // Twice the longest attempt, and a minute more.
+                        stale_after_ms: 2 * args.delivery_timeout.as_millis() as i64 + 60_000,
                     },
                     retry: RetryPolicy {
                         base: args.retry_base_delay,

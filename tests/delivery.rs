@@ -1734,3 +1734,19 @@ fn read_tokens_list_and_get_deliveries_but_may_not_retry_or_replay_and_wrong_met
         assert_eq!(r.header("Allow"), Some(allow), "{method} {path}");
     }
 }
+
+#[test]
+fn a_delivery_of_a_deleted_webhook_cannot_be_retried() {
+    let rx = Receiver::start(|_, _| Answer::status(500));
+    let server = serve(&["--max-attempts", "1"]);
+    let hook = webhook(&server, &rx.url("/gone-later"));
+    let event_id = id(&publish(&server, "item.created"));
+    let dlv = delivery_of(&server, &event_id, &hook);
+    wait_status(&server, &dlv, "failed", SHORT);
+    let r = server.request("DELETE", &format!("/api/v1/webhooks/{hook}"), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = server.post(&format!("/api/v1/deliveries/{dlv}/retry"), &json!({}));
+    r.error(409, "not_retryable");
+    let d = server.get(&format!("/api/v1/deliveries/{dlv}")).json();
+    assert_eq!(d["status"], "failed", "{d}");
+}

@@ -42,12 +42,19 @@ pub struct Limits {
     pub workers: usize,
     pub per_webhook: usize,
     pub default_max_attempts: u32,
+    /// A delivery `delivering` this long without the scheduler holding it
+    /// lost its outcome (a batch that failed to commit): it is put back.
+    pub stale_after_ms: i64,
 }
+
+/// How often the scheduler looks for such lost deliveries.
+const SWEEP_EVERY_MS: i64 = 60_000;
 
 /// What the scheduler listens to.
 pub struct Inputs {
     pub woken: Receiver<()>,
-    pub done: Receiver<(String, NextStep)>,
+    /// (webhook id, delivery id, what became of it) from the workers.
+    pub done: Receiver<(String, String, NextStep)>,
     pub stop: Receiver<()>,
 }
 
@@ -77,6 +84,9 @@ pub struct Scheduler {
     limits: Limits,
     hooks: HashMap<String, Hook>,
     in_flight: usize,
+    /// Deliveries claimed and not yet reported done: lined up or in flight.
+    held: HashSet<String>,
+    last_sweep: i64,
 }
 
 impl Scheduler {
@@ -95,6 +105,8 @@ impl Scheduler {
             limits,
             hooks: HashMap::new(),
             in_flight: 0,
+            held: HashSet::new(),
+            last_sweep: clock::now_ms(),
         };
         scheduler.reload()?;
         Ok(scheduler)
@@ -112,29 +124,45 @@ impl Scheduler {
                 self.hooks.values_mut().for_each(|h| h.check = true);
             }
             let now = clock::now_ms();
-            if let Err(e) = self.round(now) {
-                log::error!("scheduler: {e}");
+            if now - self.last_sweep >= SWEEP_EVERY_MS {
+                self.last_sweep = now;
+                if let Err(e) = self.sweep(now) {
+                    log::error!("scheduler: looking for lost deliveries: {e}");
+                }
             }
-            let wait = self.wait(clock::now_ms());
+            let wait = match self.round(now) {
+                Ok(()) => self.wait(clock::now_ms()),
+                Err(e) => {
+                    // Whatever the failed round had taken off its checks is
+                    // looked at again, after a pause rather than at once.
+                    log::error!("scheduler: {e}");
+                    self.hooks.values_mut().for_each(|h| h.check = true);
+                    IDLE_WAKE
+                }
+            };
             select! {
                 recv(inputs.woken) -> _ => {}
                 recv(inputs.done) -> done => match done {
-                    Ok((id, next)) => {
-                        self.finished(&id, next);
-                        while let Ok((id, next)) = inputs.done.try_recv() {
-                            self.finished(&id, next);
+                    Ok((id, delivery, next)) => {
+                        self.finished(&id, &delivery, next);
+                        while let Ok((id, delivery, next)) = inputs.done.try_recv() {
+                            self.finished(&id, &delivery, next);
                         }
                     }
                     Err(_) => return,
                 },
                 recv(inputs.stop) -> _ => return,
-                default(wait) => {}
+                // The safety net: look at every webhook again.
+                default(wait) => if wait >= IDLE_WAKE {
+                    self.hooks.values_mut().for_each(|h| h.check = true);
+                },
             }
         }
     }
 
-    fn finished(&mut self, webhook_id: &str, next: NextStep) {
+    fn finished(&mut self, webhook_id: &str, delivery_id: &str, next: NextStep) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.held.remove(delivery_id);
         let Some(hook) = self.hooks.get_mut(webhook_id) else {
             return;
         };
@@ -145,6 +173,9 @@ impl Scheduler {
             // now rather than when that commit's reload arrives.
             hook.enabled = false;
             let queued: Vec<String> = hook.queue.drain(..).map(|d| d.id).collect();
+            for id in &queued {
+                self.held.remove(id);
+            }
             if !queued.is_empty()
                 && let Err(e) = self.writer.unclaim(queued)
             {
@@ -188,7 +219,17 @@ impl Scheduler {
                 },
             );
         }
+        // Webhooks gone since the last load: their lined-up deliveries were
+        // cancelled with them.
+        for gone in self.hooks.values() {
+            for due in &gone.queue {
+                self.held.remove(&due.id);
+            }
+        }
         self.hooks = hooks;
+        for id in &unclaim {
+            self.held.remove(id);
+        }
         if !unclaim.is_empty() {
             self.writer.unclaim(unclaim)?;
         }
@@ -214,6 +255,29 @@ impl Scheduler {
             Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(0, 1000) as u64),
             None => IDLE_WAKE,
         }
+    }
+
+    /// Puts back to pending the deliveries left `delivering` that this
+    /// scheduler does not hold: their outcome was lost with a batch that did
+    /// not commit. One index seek per webhook.
+    fn sweep(&mut self, now: i64) -> Result<(), StoreError> {
+        let cutoff = now - self.limits.stale_after_ms;
+        let mut lost = Vec::new();
+        for id in self.hooks.keys() {
+            for delivery in events::stale_in_flight(&self.conn, id, cutoff)? {
+                if !self.held.contains(&delivery) {
+                    lost.push(delivery);
+                }
+            }
+        }
+        if !lost.is_empty() {
+            log::warn!(
+                "{} deliveries lost their outcome; they are pending again",
+                lost.len()
+            );
+            self.writer.unclaim(lost)?;
+        }
+        Ok(())
     }
 
     /// One round: top up the queue of claimed deliveries of every webhook
@@ -256,6 +320,7 @@ impl Scheduler {
                 if let Some(hook) = self.hooks.get_mut(&webhook_id)
                     && claimed.contains(&due.id)
                 {
+                    self.held.insert(due.id.clone());
                     hook.queue.push_back(due);
                 }
             }
@@ -298,7 +363,15 @@ impl Scheduler {
                 let payload = match payloads.get(&due.event_id) {
                     Some(p) => p.clone(),
                     None => {
-                        let Some(p) = events::payload(&self.conn, &due.event_id)? else {
+                        let found = match events::payload(&self.conn, &due.event_id) {
+                            Ok(found) => found,
+                            Err(e) => {
+                                // Keep it lined up for the next round.
+                                hook.queue.push_front(due);
+                                return Err(e);
+                            }
+                        };
+                        let Some(p) = found else {
                             log::error!(
                                 "delivery {} names a missing event {}",
                                 due.id,

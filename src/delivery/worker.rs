@@ -203,7 +203,8 @@ pub fn decide(
     let wait = outcome
         .retry_after
         .unwrap_or_else(|| backoff::delay(attempt, policy.base, policy.max, jitter));
-    NextStep::RetryAt(now_ms + wait.as_millis() as i64)
+    let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    NextStep::RetryAt(now_ms.saturating_add(wait_ms))
 }
 
 /// The worker loop: until the job channel closes.
@@ -211,7 +212,7 @@ pub fn run(
     agent: ureq::Agent,
     jobs: Receiver<Job>,
     writer: WriterHandle,
-    done: Sender<(String, NextStep)>,
+    done: Sender<(String, String, NextStep)>,
     policy: RetryPolicy,
     stopping: Arc<AtomicBool>,
 ) {
@@ -251,7 +252,7 @@ pub fn run(
                 job.delivery_id
             );
         }
-        let _ = done.send((job.webhook_id, next));
+        let _ = done.send((job.webhook_id, job.delivery_id, next));
     }
 }
 

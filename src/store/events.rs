@@ -476,6 +476,13 @@ pub fn retry_now(conn: &Connection, id: &str, now: i64) -> Result<Option<bool>, 
     ) {
         return Ok(Some(false));
     }
+    let webhook_deleted: bool = conn
+        .prepare_cached("SELECT deleted_at IS NOT NULL FROM webhooks WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([&d.webhook_id], |row| row.get(0)))
+        .context("checking the delivery's webhook")?;
+    if webhook_deleted {
+        return Ok(Some(false));
+    }
     conn.execute(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1",
         params![id, now],
@@ -510,4 +517,18 @@ pub fn unclaim(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> 
     .and_then(|mut stmt| stmt.execute(params![id, now]))
     .context("unclaiming delivery")?;
     Ok(())
+}
+
+/// A webhook's deliveries claimed (`delivering`) and untouched since
+/// `cutoff`: an index seek on `deliveries_webhook`.
+pub fn stale_in_flight(
+    conn: &Connection,
+    webhook_id: &str,
+    cutoff: i64,
+) -> Result<Vec<String>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id FROM deliveries WHERE webhook_id = ?1 AND status = 'delivering' AND updated_at < ?2",
+    )
+    .and_then(|mut stmt| stmt.query_map(params![webhook_id, cutoff], |row| row.get(0))?.collect())
+    .context("finding lost deliveries")
 }
