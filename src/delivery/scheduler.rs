@@ -325,6 +325,11 @@ impl Scheduler {
                 }
             }
         }
+        // A webhook deleted or disabled in the claim's own batch: reload
+        // before sending, so nothing goes out after the change was answered.
+        if self.wakeups.take_webhooks() {
+            self.reload()?;
+        }
         for id in exhausted {
             let next = events::next_due_for_webhook(&self.conn, &id)?;
             if let Some(hook) = self.hooks.get_mut(&id) {
