@@ -87,6 +87,10 @@ pub struct Scheduler {
     /// Deliveries claimed and not yet reported done: lined up or in flight.
     held: HashSet<String>,
     last_sweep: i64,
+    /// When to reload the webhooks from the database regardless of
+    /// wake-ups: set after a 410 stopped a webhook locally, so that the
+    /// database's word (disabled, or enabled again since) wins soon after.
+    reload_at: Option<i64>,
 }
 
 impl Scheduler {
@@ -107,6 +111,7 @@ impl Scheduler {
             in_flight: 0,
             held: HashSet::new(),
             last_sweep: clock::now_ms(),
+            reload_at: None,
         };
         scheduler.reload()?;
         Ok(scheduler)
@@ -115,7 +120,8 @@ impl Scheduler {
     /// Runs until `inputs.stop` fires or closes.
     pub fn run(mut self, inputs: Inputs) {
         loop {
-            if self.wakeups.take_webhooks()
+            let reload_due = self.reload_at.is_some_and(|at| at <= clock::now_ms());
+            if (self.wakeups.take_webhooks() || reload_due)
                 && let Err(e) = self.reload()
             {
                 log::error!("scheduler: reloading webhooks: {e}");
@@ -170,8 +176,10 @@ impl Scheduler {
         hook.check = true;
         if next == NextStep::DisableWebhook && hook.enabled {
             // The writer disables it with the attempt's record; stop sending
-            // now rather than when that commit's reload arrives.
+            // now rather than when that commit's reload arrives, and reload
+            // in a second whatever happens (it may be enabled again by then).
             hook.enabled = false;
+            self.reload_at = Some(clock::now_ms() + 1000);
             let queued: Vec<String> = hook.queue.drain(..).map(|d| d.id).collect();
             for id in &queued {
                 self.held.remove(id);
@@ -189,6 +197,7 @@ impl Scheduler {
     /// of a deleted one were cancelled with it.
     fn reload(&mut self) -> Result<(), StoreError> {
         let now = clock::now_ms();
+        self.reload_at = None;
         let mut hooks = HashMap::new();
         let mut unclaim = Vec::new();
         for w in webhooks::all_live(&self.conn)? {
@@ -251,7 +260,7 @@ impl Scheduler {
                 if ready { Some(now) } else { h.next_due }
             })
             .min();
-        match soonest {
+        match soonest.into_iter().chain(self.reload_at).min() {
             Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(0, 1000) as u64),
             None => IDLE_WAKE,
         }
