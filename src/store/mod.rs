@@ -8,7 +8,8 @@
 //!   only at checkpoints, so a commit could be lost to power failure after
 //!   its 202 was sent. `FULL` fsyncs the WAL on every commit; the writer
 //!   thread groups many requests into one commit so they share that fsync
-//!   (about 4 ms on the development machine's disk).
+//!   (about 4 ms on the development machine's disk). Batches holding only
+//!   engine bookkeeping commit at `NORMAL` instead (see `writer.rs`).
 //! - `foreign_keys=ON` so a delivery can never point at a missing event or
 //!   webhook.
 //! - `busy_timeout` so the CLI (`hookbox token create` while `serve` runs)

@@ -102,6 +102,22 @@ pub enum WriteOp {
     Shutdown,
 }
 
+impl WriteOp {
+    /// Whether the caller's answer promises the change survives power loss:
+    /// everything the API answers 2xx for. Engine bookkeeping (claims,
+    /// attempt records, token use) does not.
+    fn answered_as_durable(&self) -> bool {
+        !matches!(
+            self,
+            WriteOp::Claim { .. }
+                | WriteOp::Unclaim { .. }
+                | WriteOp::RecordAttempt(_)
+                | WriteOp::TouchToken { .. }
+                | WriteOp::Shutdown
+        )
+    }
+}
+
 /// What a delivery worker reports after an attempt.
 #[derive(Debug)]
 pub struct AttemptRecord {
@@ -299,6 +315,7 @@ pub fn spawn(
                 config,
                 wake_work: false,
                 wake_webhooks: false,
+                sync_full: true,
             }
             .run(rx)
         })
@@ -361,6 +378,8 @@ struct Writer {
     /// What to tell the scheduler once the current batch commits.
     wake_work: bool,
     wake_webhooks: bool,
+    /// Whether the connection is at `synchronous=FULL` (it opens so).
+    sync_full: bool,
 }
 
 impl Writer {
@@ -392,6 +411,7 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        self.set_sync(batch.iter().any(WriteOp::answered_as_durable));
         let began = self
             .conn
             .execute_batch("BEGIN IMMEDIATE")
@@ -445,6 +465,27 @@ impl Writer {
         self.wake_webhooks = false;
         for c in completions {
             c(commit);
+        }
+    }
+
+    /// `synchronous=FULL` (fsync at commit) for batches holding an op whose
+    /// answer promises durability; `NORMAL` (no fsync in WAL mode) for
+    /// batches of engine bookkeeping only. WAL frames are written in order,
+    /// so the next FULL commit makes the earlier NORMAL ones durable too;
+    /// a crash before it loses only claims and attempt records, and a lost
+    /// record means the delivery is sent again: a duplicate, never a loss.
+    fn set_sync(&mut self, full: bool) {
+        if self.sync_full == full {
+            return;
+        }
+        let pragma = if full {
+            "PRAGMA synchronous=FULL"
+        } else {
+            "PRAGMA synchronous=NORMAL"
+        };
+        match self.conn.execute_batch(pragma) {
+            Ok(()) => self.sync_full = full,
+            Err(e) => log::warn!("setting {pragma}: {e}"),
         }
     }
 
