@@ -40,6 +40,20 @@ impl FieldError {
     }
 }
 
+/// Reads an RFC 3339 time given for `field`, as Unix milliseconds, or
+/// records why it is not one.
+pub fn time(field: &str, text: &str, errors: &mut Vec<FieldError>) -> Option<i64> {
+    let parsed = crate::clock::parse_rfc3339(text);
+    if parsed.is_none() {
+        errors.push(FieldError::new(
+            field,
+            "format",
+            "must be an RFC 3339 time such as 2025-01-21T22:20:56Z",
+        ));
+    }
+    parsed
+}
+
 /// The JSON type name of a value, for "must be a string, got null" messages.
 pub fn type_name(value: &Value) -> &'static str {
     match value {

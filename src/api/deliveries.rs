@@ -9,7 +9,7 @@ use super::{ApiError, Ctx, Reply};
 use crate::clock;
 use crate::ids::Kind;
 use crate::store::events::{self as store, Attempt, DeliveryStatus};
-use crate::validation::FieldError;
+use crate::validation::{self, FieldError};
 
 fn attempt_json(a: &Attempt) -> Value {
     json!({
@@ -103,21 +103,8 @@ pub fn replay(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> {
     let until = fields.string("until", 100);
     let status = fields.string("status", 20);
     let mut errors = Vec::new();
-    let mut time = |field: &str, text: Option<String>| {
-        text.and_then(|t| {
-            let parsed = clock::parse_rfc3339(&t);
-            if parsed.is_none() {
-                errors.push(FieldError::new(
-                    field,
-                    "format",
-                    "must be an RFC 3339 time such as 2025-01-21T22:20:56Z",
-                ));
-            }
-            parsed
-        })
-    };
-    let since = time("since", since);
-    let until = time("until", until);
+    let since = since.and_then(|t| validation::time("since", &t, &mut errors));
+    let until = until.and_then(|t| validation::time("until", &t, &mut errors));
     let status = match status.as_deref() {
         None | Some("failed") => Some(DeliveryStatus::Failed),
         Some("succeeded") => Some(DeliveryStatus::Succeeded),

@@ -8,9 +8,9 @@ use super::{ApiError, Ctx, Reply};
 use crate::catalog::{self, MAX_SCHEMA_BYTES};
 use crate::clock;
 use crate::ids::{self, Kind};
-use crate::store::events::{self as store, Delivery, Event, TypeFilter};
+use crate::store::events::{self as store, Delivery, Event};
 use crate::store::writer::PublishOutcome;
-use crate::validation::FieldError;
+use crate::validation::{self, FieldError};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -90,20 +90,9 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     if let Some(Err(why)) = key.as_deref().map(check_idempotency_key) {
         errors.push(FieldError::new("idempotency_key", "invalid", why));
     }
-    let timestamp = match timestamp {
-        Some(t) => match clock::parse_rfc3339(&t) {
-            Some(ms) => Some(clock::rfc3339(ms)),
-            None => {
-                errors.push(FieldError::new(
-                    "timestamp",
-                    "format",
-                    "must be an RFC 3339 time such as 2025-01-21T22:20:56Z",
-                ));
-                None
-            }
-        },
-        None => None,
-    };
+    let timestamp = timestamp
+        .and_then(|t| validation::time("timestamp", &t, &mut errors))
+        .map(clock::rfc3339);
     let event_type = name.as_deref().and_then(|n| {
         let found = ctx.state.catalog.get(n);
         if found.is_none() {
@@ -173,28 +162,19 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
 pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let mut errors = Vec::new();
     let page = Page::from_query(&ctx.query, Kind::Event, &mut errors);
-    let mut filter = TypeFilter::Any;
+    let mut filter = catalog::Filter::All;
     let mut since = None;
     for (key, value) in &ctx.query {
         match key.as_str() {
             "event" => match catalog::Filter::parse(value) {
-                catalog::Filter::All => filter = TypeFilter::Any,
-                catalog::Filter::Exact(name) => filter = TypeFilter::Exact(name),
-                catalog::Filter::Prefix(p) if p.ends_with('.') => filter = TypeFilter::Prefix(p),
-                catalog::Filter::Prefix(_) => errors.push(FieldError::new(
+                catalog::Filter::Prefix(p) if !p.ends_with('.') => errors.push(FieldError::new(
                     "event",
                     "invalid",
                     "must be an event type, \"*\" or a prefix such as \"item.*\"",
                 )),
+                parsed => filter = parsed,
             },
-            "since" => match clock::parse_rfc3339(value) {
-                Some(ms) => since = Some(ms),
-                None => errors.push(FieldError::new(
-                    "since",
-                    "format",
-                    "must be an RFC 3339 time such as 2025-01-21T22:20:56Z",
-                )),
-            },
+            "since" => since = validation::time("since", value, &mut errors),
             _ => {}
         }
     }

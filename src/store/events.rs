@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Context, StoreError};
+use crate::catalog::Filter;
 
 /// A published event as stored. `payload` is the exact body receivers get.
 #[derive(Debug, Clone)]
@@ -67,15 +68,6 @@ pub fn get_event(conn: &Connection, id: &str) -> Result<Option<Event>, StoreErro
         .context("reading event")
 }
 
-/// Which event types a listing keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TypeFilter {
-    Any,
-    Exact(String),
-    /// Types starting with this text, which ends in a dot (`item.`).
-    Prefix(String),
-}
-
 /// Newest first. `since` is a lower bound on `created_at`.
 ///
 /// The WHERE clause names only the filters given, so that SQLite can use
@@ -84,7 +76,7 @@ pub enum TypeFilter {
 /// primary key. (`?N IS NULL OR ...` conditions would defeat the planner.)
 pub fn list_events(
     conn: &Connection,
-    filter: &TypeFilter,
+    filter: &Filter,
     since: Option<i64>,
     cursor: Option<&str>,
     limit: usize,
@@ -92,12 +84,12 @@ pub fn list_events(
     let mut conditions: Vec<&str> = Vec::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
     match filter {
-        TypeFilter::Any => {}
-        TypeFilter::Exact(name) => {
+        Filter::All => {}
+        Filter::Exact(name) => {
             conditions.push("event_type = ?");
             values.push(name.clone().into());
         }
-        TypeFilter::Prefix(prefix) => {
+        Filter::Prefix(prefix) => {
             // `item.` is the half-open text range [`item.`, `item/`): '/'
             // follows '.' in ASCII.
             let mut high = prefix.clone();

@@ -95,9 +95,13 @@ const MIGRATIONS: &[&str] = &[
     // webhook's next due delivery by an index seek however large the backlog
     // (and however many deliveries a disabled or slow webhook holds), and
     // the start of a webhook's current run of failures, for auto-disable.
+    // The v1 global queue index goes: nothing reads it.
     r#"
     CREATE INDEX deliveries_webhook_due ON deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
     ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;
+    -- The global queue index of v1 serves no query now; it only cost a
+    -- b-tree write per delivery.
+    DROP INDEX deliveries_due;
     "#,
 ];
 
