@@ -100,7 +100,7 @@ fn webhook_with_url(server: &Server, url: &str) -> Response {
 fn webhook_with_events(server: &Server, events: Value) -> Response {
     server.post(
         WEBHOOKS,
-        &json!({"url": "https://example.com/hook", "events": events}),
+        &json!({"url": "https://93.184.216.34/hook", "events": events}),
     )
 }
 
@@ -352,7 +352,7 @@ fn webhook_optional_fields_are_stored_and_echoed() {
     let r = create_webhook_body(
         &server,
         &json!({
-            "url": "https://example.com/hook",
+            "url": "https://93.184.216.34/hook",
             "events": ["item.*"],
             "description": "the shop's ERP",
             "max_attempts": 7,
@@ -376,7 +376,7 @@ fn webhook_created_disabled_says_why() {
     let server = Server::start();
     let r = create_webhook_body(
         &server,
-        &json!({"url": "https://example.com/hook", "events": ["*"], "enabled": false}),
+        &json!({"url": "https://93.184.216.34/hook", "events": ["*"], "enabled": false}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let webhook = r.json();
@@ -401,9 +401,9 @@ fn webhook_url_must_be_absolute_http_or_https_without_user_info() {
         "ftp://example.com/hook",
         "file:///etc/passwd",
         "javascript:alert(1)",
-        "https://user:pass@example.com/hook",
-        "https://user@example.com/hook",
-        "https://example.com:99999/hook",
+        "https://user:pass@93.184.216.34/hook",
+        "https://user@93.184.216.34/hook",
+        "https://93.184.216.34:99999/hook",
     ] {
         assert_invalid(&webhook_with_url(&server, url), &["url"], url);
     }
@@ -435,8 +435,8 @@ fn webhook_url_pointing_at_a_non_public_address_is_422() {
 fn webhook_url_with_a_host_that_does_not_resolve_yet_is_accepted() {
     let server = Server::start();
     for url in [
-        "https://not-yet-registered.example/hook",
-        "http://example.com:8080/a?b=c",
+        "https://not-yet-registered.invalid/hook",
+        "http://93.184.216.34:8080/a?b=c",
         "https://93.184.216.34/x",
     ] {
         let r = webhook_with_url(&server, url);
@@ -513,7 +513,7 @@ fn webhook_without_url_or_events_is_422_naming_each() {
         "no url",
     );
     assert_invalid(
-        &create_webhook_body(&server, &json!({"url": "https://example.com/hook"})),
+        &create_webhook_body(&server, &json!({"url": "https://93.184.216.34/hook"})),
         &["events"],
         "no events",
     );
@@ -559,7 +559,7 @@ fn webhook_with_an_unknown_field_is_422_naming_it() {
     let server = Server::start();
     let r = create_webhook_body(
         &server,
-        &json!({"url": "https://example.com/hook", "events": ["*"], "secrte": "typo-typo-typo"}),
+        &json!({"url": "https://93.184.216.34/hook", "events": ["*"], "secrte": "typo-typo-typo"}),
     );
     assert_invalid(&r, &["secrte"], "unknown field");
     assert_eq!(detail(&r, "secrte")["code"], "unknown_field");
@@ -571,21 +571,21 @@ fn webhook_max_attempts_must_be_a_whole_number_from_1_to_100() {
     for bad in [json!(0), json!(101), json!(-1), json!(2.5), json!(1e10)] {
         let r = create_webhook_body(
             &server,
-            &json!({"url": "https://example.com/hook", "events": ["*"], "max_attempts": bad}),
+            &json!({"url": "https://93.184.216.34/hook", "events": ["*"], "max_attempts": bad}),
         );
         assert_invalid(&r, &["max_attempts"], &bad.to_string());
     }
     for good in [1, 100] {
         let r = create_webhook_body(
             &server,
-            &json!({"url": "https://example.com/hook", "events": ["*"], "max_attempts": good}),
+            &json!({"url": "https://93.184.216.34/hook", "events": ["*"], "max_attempts": good}),
         );
         assert_eq!(r.status, 201, "{good}: {}", r.text());
         assert_eq!(r.json()["max_attempts"], good);
     }
     let r = create_webhook_body(
         &server,
-        &json!({"url": "https://example.com/hook", "events": ["*"], "rate_limit_per_s": 0}),
+        &json!({"url": "https://93.184.216.34/hook", "events": ["*"], "rate_limit_per_s": 0}),
     );
     assert_invalid(&r, &["rate_limit_per_s"], "rate 0");
 }
@@ -606,7 +606,7 @@ fn webhook_secret_that_is_short_or_malformed_is_422() {
     ] {
         let r = create_webhook_body(
             &server,
-            &json!({"url": "https://example.com/hook", "events": ["*"], "secret": secret}),
+            &json!({"url": "https://93.184.216.34/hook", "events": ["*"], "secret": secret}),
         );
         assert_invalid(&r, &["secret"], secret);
         assert!(
@@ -725,7 +725,7 @@ fn patch_changes_each_webhook_field_and_nothing_else() {
     let original = server.create_webhook(&["*"]);
     let id = original["id"].as_str().unwrap();
     let changes = [
-        ("url", json!("https://hooks.example.org/new")),
+        ("url", json!("https://93.184.216.35/new")),
         ("events", json!(["item.sold"])),
         ("description", json!("renamed")),
         ("max_attempts", json!(9)),
@@ -778,7 +778,7 @@ fn patch_max_attempts_null_clears_it() {
     let server = Server::start();
     let r = create_webhook_body(
         &server,
-        &json!({"url": "https://example.com/hook", "events": ["*"], "max_attempts": 5, "rate_limit_per_s": 3}),
+        &json!({"url": "https://93.184.216.34/hook", "events": ["*"], "max_attempts": 5, "rate_limit_per_s": 3}),
     );
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let r = patch(&server, &id, &json!({"max_attempts": null}));
@@ -830,7 +830,7 @@ fn patch_validates_fields_like_create() {
         assert_invalid(&patch(&server, &id, body), fields, &body.to_string());
     }
     let got = server.get(&format!("{WEBHOOKS}/{id}")).json();
-    assert_eq!(got["url"], "https://example.com/hook");
+    assert_eq!(got["url"], "https://93.184.216.34/hook");
     assert_eq!(got["events"], json!(["*"]));
 }
 
@@ -1164,7 +1164,7 @@ fn custom_event_type_with_a_non_object_or_unusable_schema_is_422() {
         json!(true),
         json!({"type": "nonsense"}),
         json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "("}}}),
-        json!({"$ref": "https://example.com/schema.json"}),
+        json!({"$ref": "https://93.184.216.34/schema.json"}),
     ] {
         let r = server.post(
             EVENT_TYPES,
@@ -2229,7 +2229,7 @@ fn publish_token_may_publish_and_nothing_else() {
     let r = call(&server, "POST", EVENTS, Some(&event), Some(&token));
     assert_eq!(r.status, 202, "{}", r.text());
     let evt_id = r.json()["id"].as_str().unwrap().to_owned();
-    let hook = json!({"url": "https://example.com/x", "events": ["*"]});
+    let hook = json!({"url": "https://93.184.216.34/x", "events": ["*"]});
     let forbidden: Vec<(&str, String, Option<&Value>)> = vec![
         ("GET", WEBHOOKS.to_owned(), None),
         ("POST", WEBHOOKS.to_owned(), Some(&hook)),
@@ -2278,7 +2278,7 @@ fn read_token_may_get_but_not_change_anything() {
     .json();
     assert!(got.get("secret").is_none(), "{got}");
     let event = json!({"event": "item.sold", "data": seed("item.sold")});
-    let hook = json!({"url": "https://example.com/x", "events": ["*"]});
+    let hook = json!({"url": "https://93.184.216.34/x", "events": ["*"]});
     let rename = json!({"description": "x"});
     let new_type = json!({"name": "payout.created"});
     let forbidden: Vec<(&str, String, Option<&Value>)> = vec![
@@ -2398,7 +2398,7 @@ fn body_over_256_kib_is_413_and_exactly_256_kib_is_accepted() {
     let r = post_bytes(&server, EVENTS, &publish_body_of_len(limit));
     assert_eq!(r.status, 202, "{}", r.text());
     // Other body-taking endpoints share the limit.
-    let mut hook = json!({"url": "https://example.com/x", "events": ["*"], "description": ""})
+    let mut hook = json!({"url": "https://93.184.216.34/x", "events": ["*"], "description": ""})
         .to_string()
         .into_bytes();
     hook.resize(limit + 10, b' ');
@@ -2498,7 +2498,7 @@ fn api_responses_are_marked_no_store() {
     let server = Server::start();
     let created = server.post(
         WEBHOOKS,
-        &json!({"url": "https://example.com/x", "events": ["*"]}),
+        &json!({"url": "https://93.184.216.34/x", "events": ["*"]}),
     );
     let responses = [
         ("201", created),
@@ -2693,13 +2693,13 @@ fn webhook_url_in_other_spellings_of_non_public_addresses_is_422() {
 #[test]
 fn webhook_url_description_and_events_have_length_limits() {
     let server = Server::start();
-    let long_url = format!("https://example.com/{}", "a".repeat(3000));
+    let long_url = format!("https://93.184.216.34/{}", "a".repeat(3000));
     assert_invalid(&webhook_with_url(&server, &long_url), &["url"], "3 kB url");
-    let huge_url = format!("https://example.com/{}", "a".repeat(5000));
+    let huge_url = format!("https://93.184.216.34/{}", "a".repeat(5000));
     assert_invalid(&webhook_with_url(&server, &huge_url), &["url"], "5 kB url");
     let r = create_webhook_body(
         &server,
-        &json!({"url": "https://example.com/x", "events": ["*"], "description": "d".repeat(1001)}),
+        &json!({"url": "https://93.184.216.34/x", "events": ["*"], "description": "d".repeat(1001)}),
     );
     assert_invalid(&r, &["description"], "long description");
     let r = webhook_with_events(&server, json!(vec!["*"; 101]));

@@ -1412,42 +1412,70 @@ fn host_name() -> String {
         .expect("this machine has no host name")
 }
 
-#[test]
-fn a_name_resolving_to_loopback_is_blocked_at_connect_time_unless_allowed() {
+/// The machine's host name, checked to resolve (through /etc/hosts, no DNS
+/// traffic) to loopback addresses only, with a 127.x among them.
+fn loopback_host_name() -> String {
     let host = host_name();
     let addrs: Vec<IpAddr> = (host.as_str(), 80)
         .to_socket_addrs()
         .unwrap_or_else(|e| panic!("precondition: host name {host:?} does not resolve: {e}"))
         .map(|a| a.ip())
         .collect();
-    let non_public = |ip: &IpAddr| match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
-    };
     assert!(
-        !addrs.is_empty() && addrs.iter().all(non_public),
-        "precondition: host name {host:?} must resolve (through /etc/hosts) only to loopback or private addresses, got {addrs:?}"
+        !addrs.is_empty() && addrs.iter().all(|ip| ip.is_loopback()),
+        "precondition: host name {host:?} must resolve (through /etc/hosts) only to loopback addresses, got {addrs:?}"
     );
     assert!(
-        addrs.iter().any(|ip| ip.is_loopback() && ip.is_ipv4()),
-        "precondition: host name {host:?} must resolve to a 127.x address for the allowed case, got {addrs:?}"
+        addrs.iter().any(|ip| ip.is_ipv4()),
+        "precondition: host name {host:?} must resolve to a 127.x address, got {addrs:?}"
     );
+    host
+}
 
+#[test]
+fn a_name_resolving_to_loopback_is_refused_at_registration_unless_allowed() {
+    let host = loopback_host_name();
+    let url = format!("http://{host}:9/x");
+    let strict = Server::delivering(&[]);
+    let r = strict.post("/api/v1/webhooks", &json!({"url": url, "events": ["*"]}));
+    let text = r.error(422, "validation_failed").to_string();
+    assert!(
+        text.contains(&format!("{host} resolves to 127.")) && text.contains("loopback"),
+        "the error says what the name resolves to: {text}"
+    );
+    // Changing a registered webhook's URL to the name is refused the same way.
+    let hook = strict.webhook_id(&["*"]);
+    let r = strict.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"url": url})),
+    );
+    r.error(422, "validation_failed");
+    let r = strict.get(&format!("/api/v1/webhooks/{hook}"));
+    assert_ne!(r.json()["url"], url.as_str());
+
+    let open = serve(&[]);
+    let r = open.post("/api/v1/webhooks", &json!({"url": url, "events": ["*"]}));
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+#[test]
+fn a_name_resolving_to_loopback_is_blocked_at_connect_time_unless_allowed() {
+    let host = loopback_host_name();
     let rx = Receiver::start(|_, _| Answer::ok());
     let url = format!("http://{host}:{}/x", rx.port());
 
-    let strict = Server::delivering(&["--max-attempts", "1"]);
-    // The policy is on: the same receiver by address is refused outright.
-    let r = strict.post(
-        "/api/v1/webhooks",
-        &json!({"url": rx.url("/x"), "events": ["*"]}),
-    );
-    r.error(422, "validation_failed");
-    let hook = webhook(&strict, &url);
-    let event_id = id(&publish(&strict, "item.created"));
+    // Registered while the policy allowed it (as a name that resolved to a
+    // public address then would be); the check that binds is the one made
+    // when connecting, after the name is resolved again.
+    let mut server = serve(&["--max-attempts", "1", "--pause-delivery"]);
+    let hook = webhook(&server, &url);
+    let event_id = id(&publish(&server, "item.created"));
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.log());
+    server.restart_with(&["--max-attempts", "1"]);
     let d = wait_status(
-        &strict,
-        &delivery_of(&strict, &event_id, &hook),
+        &server,
+        &delivery_of(&server, &event_id, &hook),
         "failed",
         SHORT,
     );

@@ -374,14 +374,14 @@ fn all_rows(server: &Server) -> Vec<Row> {
 
     let webhooks = "/api/v1/webhooks";
     let good_webhook =
-        json!({"url": "https://example.com/hook", "events": ["*"], "description": "a hook"})
+        json!({"url": "https://93.184.216.34/hook", "events": ["*"], "description": "a hook"})
             .to_string()
             .into_bytes();
-    let long_webhook = json!({"url": "https://example.com/hook", "events": ["*"], "description": "d".repeat(LONG)})
+    let long_webhook = json!({"url": "https://93.184.216.34/hook", "events": ["*"], "description": "d".repeat(LONG)})
         .to_string()
         .into_bytes();
     let webhook_with_events = |events: &str| {
-        format!(r#"{{"url":"https://example.com/hook","events":{events}}}"#).into_bytes()
+        format!(r#"{{"url":"https://93.184.216.34/hook","events":{events}}}"#).into_bytes()
     };
 
     let mut rows = body_rows(
@@ -402,7 +402,7 @@ fn all_rows(server: &Server) -> Vec<Row> {
         (long_webhook, Expect::Error(422, "validation_failed")),
     ));
     let long_url =
-        json!({"url": format!("https://example.com/{}", "u".repeat(LONG)), "events": ["*"]})
+        json!({"url": format!("https://93.184.216.34/{}", "u".repeat(LONG)), "events": ["*"]})
             .to_string()
             .into_bytes();
     rows.push(Row {
@@ -576,7 +576,7 @@ fn webhook_count(server: &Server) -> usize {
 /// A complete, valid, authenticated `POST /api/v1/webhooks`, to be hidden
 /// in another request's body.
 fn smuggled(server: &Server) -> Vec<u8> {
-    let body = br#"{"url":"https://example.com/smuggled","events":["*"]}"#;
+    let body = br#"{"url":"https://93.184.216.34/smuggled","events":["*"]}"#;
     let mut raw = format!(
         "POST /api/v1/webhooks HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         server.addr,

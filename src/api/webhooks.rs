@@ -82,15 +82,19 @@ fn check_target_and_events(
             }
         }
     }
-    url.and_then(
-        |url| match target::check_url(&url, &ctx.state.limits.allow_targets) {
-            Ok(normalised) => Some(normalised),
-            Err(why) => {
-                errors.push(FieldError::new("url", "invalid_url", why));
-                None
-            }
-        },
-    )
+    let allow = &ctx.state.limits.allow_targets;
+    let checked = url.map(|url| {
+        target::check_url(&url, allow)
+            .and_then(|normalised| target::check_resolved(&normalised, allow).map(|()| normalised))
+    });
+    match checked {
+        Some(Ok(normalised)) => Some(normalised),
+        Some(Err(why)) => {
+            errors.push(FieldError::new("url", "invalid_url", why));
+            None
+        }
+        None => None,
+    }
 }
 
 pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {

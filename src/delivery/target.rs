@@ -9,10 +9,15 @@
 //! hex IPv4 spellings (`http://2130706433/`, `http://0x7f.1/`) are
 //! normalised by the WHATWG URL parser before they reach this check.
 //!
-//! Pure code: no DNS here. Names are checked again at connect time, once
-//! resolved, by the delivery engine.
+//! [`check_url`] is pure. [`check_resolved`] looks a host name up at
+//! registration, so that a name pointing at a refused address is answered
+//! 422 at once; a name that does not resolve (yet) is accepted, since the
+//! binding check is the one at connect time, made by the delivery engine on
+//! every attempt (DNS rebinding).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use url::{Host, Url};
 
@@ -140,6 +145,48 @@ pub fn check_url(text: &str, allow: &[Cidr]) -> Result<String, String> {
     Ok(url.to_string())
 }
 
+/// How long registration waits for a host name to resolve.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Checks the addresses a normalised URL's host name resolves to right now.
+/// Refuses the URL if any of them is refused by the policy; accepts it when
+/// the host is an IP literal (already checked by [`check_url`]), or when the
+/// name does not resolve within [`LOOKUP_TIMEOUT`] — a receiver whose DNS is
+/// not set up yet may still be registered, and its attempts record `dns`.
+pub fn check_resolved(url: &str, allow: &[Cidr]) -> Result<(), String> {
+    let Ok(parsed) = Url::parse(url) else {
+        return Ok(());
+    };
+    let Some(Host::Domain(name)) = parsed.host() else {
+        return Ok(());
+    };
+    let name = name.to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let (tx, rx) = mpsc::channel();
+    // getaddrinfo cannot be cancelled: the lookup runs on its own thread so
+    // the API thread waits at most LOOKUP_TIMEOUT.
+    let lookup = {
+        let name = name.clone();
+        std::thread::Builder::new()
+            .name("hookbox-lookup".into())
+            .spawn(move || {
+                let addrs: Vec<IpAddr> = (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|it| it.map(|a| a.ip()).collect())
+                    .unwrap_or_default();
+                let _ = tx.send(addrs);
+            })
+    };
+    if lookup.is_err() {
+        return Ok(());
+    }
+    let addrs = rx.recv_timeout(LOOKUP_TIMEOUT).unwrap_or_default();
+    match addrs.into_iter().find_map(|ip| check_ip(ip, allow).err()) {
+        Some(why) => Err(format!("{name} resolves to {why}")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +303,21 @@ mod tests {
         let allow = [parse_cidr("127.0.0.0/8").unwrap()];
         assert!(check_url("http://127.0.0.1:9000/hook", &allow).is_ok());
         assert!(check_url("http://localhost:9000/hook", &allow).is_ok());
+    }
+
+    #[test]
+    fn names_are_judged_by_what_they_resolve_to() {
+        // localhost resolves through /etc/hosts: no DNS query leaves.
+        let why = check_resolved("http://localhost:9000/hook", &[]).unwrap_err();
+        assert!(why.starts_with("localhost resolves to "), "{why}");
+        assert!(why.contains("loopback"), "{why}");
+        let allow = [
+            parse_cidr("127.0.0.0/8").unwrap(),
+            parse_cidr("::1/128").unwrap(),
+        ];
+        assert_eq!(check_resolved("http://localhost:9000/hook", &allow), Ok(()));
+        // IP literals were judged by check_url; nothing to look up.
+        assert_eq!(check_resolved("http://93.184.216.34/x", &[]), Ok(()));
     }
 }
 

@@ -106,6 +106,13 @@ impl Server {
         self.addr = addr;
     }
 
+    /// Starts the binary again on the same database with other flags.
+    #[allow(dead_code)]
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -178,7 +185,7 @@ impl Server {
     pub fn create_webhook(&self, events: &[&str]) -> Value {
         let r = self.post(
             "/api/v1/webhooks",
-            &serde_json::json!({"url": "https://example.com/hook", "events": events}),
+            &serde_json::json!({"url": "https://93.184.216.34/hook", "events": events}),
         );
         assert_eq!(r.status, 201, "{}", r.text());
         r.json()
