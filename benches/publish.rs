@@ -187,6 +187,9 @@ impl Hookbox {
             .arg("--db")
             .arg(db)
             .args(["--listen", "127.0.0.1:0"])
+            // The load generator is one client with one token: the per-token
+            // limit (1,000/s by default) would measure itself, not hookbox.
+            .args(["--api-rate-limit", "0"])
             .args(args)
             .env("RUST_LOG", "warn,hookbox::serve=info")
             .stderr(Stdio::piped())

@@ -13,25 +13,39 @@ use anyhow::{Context, bail};
 use rusqlite::backup::{Backup, StepResult};
 
 use crate::clock;
-use crate::config::{Scope, TokenCommand};
+use crate::config::{Cidr, Scope, TokenCommand};
 use crate::ids::{self, Kind};
 use crate::secrets;
+use crate::store::audit::{self, Actor};
 use crate::store::{self, schema, tokens};
 
 pub fn token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { name, scope, db } => token_create(&db.db, &name, scope),
+        TokenCommand::Create {
+            name,
+            scope,
+            allow,
+            db,
+        } => token_create(&db.db, &name, scope, allow),
         TokenCommand::List { db } => token_list(&db.db),
         TokenCommand::Revoke { id, db } => token_revoke(&db.db, &id),
     }
 }
 
-fn token_create(db: &Path, name: &str, scope: Scope) -> anyhow::Result<()> {
-    let name = name.trim();
+/// Why a token name is refused, if it is.
+pub fn check_token_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        bail!("a token name must be 1 to 100 printable characters");
+        return Err("must be 1 to 100 printable characters");
     }
-    let conn =
+    Ok(())
+}
+
+fn token_create(db: &Path, name: &str, scope: Scope, allow: Vec<Cidr>) -> anyhow::Result<()> {
+    let name = name.trim();
+    if let Err(why) = check_token_name(name) {
+        bail!("a token name {why}");
+    }
+    let mut conn =
         store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
     let token = secrets::new_token();
     let row = tokens::Token {
@@ -41,8 +55,20 @@ fn token_create(db: &Path, name: &str, scope: Scope) -> anyhow::Result<()> {
         created_at: clock::now_ms(),
         last_used_at: None,
         revoked_at: None,
+        allow,
     };
-    tokens::insert(&conn, &row, &secrets::token_hash(&token))?;
+    let tx = conn.transaction().context("starting transaction")?;
+    tokens::insert(&tx, &row, &secrets::token_hash(&token))?;
+    let summary = format!("created {} token \"{name}\"", scope.as_str());
+    audit::record(
+        &tx,
+        &Actor::Cli,
+        "token.created",
+        Some(&row.id),
+        &summary,
+        row.created_at,
+    )?;
+    tx.commit().context("committing")?;
     println!(
         "created {} token {} ({name}); it is shown only once:",
         scope.as_str(),
@@ -75,11 +101,22 @@ fn token_revoke(db: &Path, id: &str) -> anyhow::Result<()> {
     if !db.exists() {
         bail!("database {} does not exist", db.display());
     }
-    let conn =
+    let mut conn =
         store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
-    if !tokens::revoke(&conn, id, clock::now_ms())? {
+    let now = clock::now_ms();
+    let tx = conn.transaction().context("starting transaction")?;
+    if !tokens::revoke(&tx, id, now)? {
         bail!("no live token with id {id}");
     }
+    audit::record(
+        &tx,
+        &Actor::Cli,
+        "token.revoked",
+        Some(id),
+        "revoked token",
+        now,
+    )?;
+    tx.commit().context("committing")?;
     println!("revoked {id}");
     Ok(())
 }

@@ -64,6 +64,10 @@ pub enum TokenCommand {
         /// What the token may do.
         #[arg(long, env = "HOOKBOX_SCOPE", value_enum, default_value_t = Scope::Admin)]
         scope: Scope,
+        /// Client addresses the token may be used from (IPv4 or IPv6
+        /// CIDRs, comma-separated); by default any that --api-allow lets in.
+        #[arg(long, env = "HOOKBOX_ALLOW", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+        allow: Vec<Cidr>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -153,9 +157,18 @@ pub struct ServeArgs {
     /// Client addresses allowed to call the API (default: any).
     #[arg(long, env = "HOOKBOX_API_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
     pub api_allow: Vec<Cidr>,
-    /// Trust X-Forwarded-For from the connecting proxy.
-    #[arg(long, env = "HOOKBOX_TRUST_PROXY")]
-    pub trust_proxy: bool,
+    /// Take the client address from X-Forwarded-For, but only on
+    /// connections from these proxy addresses (bare: a proxy on loopback).
+    #[arg(
+        long,
+        env = "HOOKBOX_TRUST_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_cidr,
+        num_args = 0..,
+        default_missing_values = ["127.0.0.0/8", "::1/128"]
+    )]
+    pub trust_proxy: Vec<Cidr>,
     /// API requests per second per token (burst twice that); 0 turns it off.
     #[arg(long, env = "HOOKBOX_API_RATE_LIMIT", default_value_t = 1000)]
     pub api_rate_limit: u32,
@@ -181,7 +194,18 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// A network that contains no address.
+    pub fn nothing() -> Cidr {
+        Cidr {
+            addr: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            prefix: 129,
+        }
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
+        if self.prefix > 128 {
+            return false;
+        }
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 prefix_eq(&net.octets(), &ip.octets(), self.prefix)

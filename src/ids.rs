@@ -1,4 +1,5 @@
-//! Prefixed, time-ordered, opaque identifiers: `wh_…`, `evt_…`, `dlv_…`, `tok_…`.
+//! Prefixed, time-ordered, opaque identifiers: `wh_…`, `evt_…`, `dlv_…`, `tok_…`,
+//! `aud_…`.
 //!
 //! An id is 128 bits — 48 bits of Unix milliseconds then 80 random bits —
 //! written as 26 characters of lowercase Crockford base32 after the prefix.
@@ -20,6 +21,7 @@ pub enum Kind {
     Event,
     Delivery,
     Token,
+    Audit,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
             Kind::Event => "evt_",
             Kind::Delivery => "dlv_",
             Kind::Token => "tok_",
+            Kind::Audit => "aud_",
         }
     }
 

@@ -25,7 +25,7 @@ use anyhow::{Context, anyhow};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::api::{self, Limits, State};
+use crate::api::{self, Limits, RateLimiter, State};
 use crate::catalog::{self, Catalog};
 use crate::clock;
 use crate::config::{Scope, ServeArgs};
@@ -33,6 +33,7 @@ use crate::delivery::worker::RetryPolicy;
 use crate::delivery::{Engine, Settings, scheduler};
 use crate::ids::{self, Kind};
 use crate::secrets;
+use crate::store::audit::{self, Actor};
 use crate::store::writer::{Wakeups, WriterConfig};
 use crate::store::{self, ReadPool, events, tokens, writer};
 
@@ -108,8 +109,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             allow_targets: args.allow_targets.clone(),
             api_allow: args.api_allow.clone(),
+            trust_proxy: args.trust_proxy.clone(),
             max_body_size: args.max_body_size,
+            secret_grace_ms: i64::try_from(args.secret_grace.as_millis()).unwrap_or(i64::MAX),
         },
+        rate: RateLimiter::new(args.api_rate_limit),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let http_threads = args.http_threads as usize;
@@ -122,19 +126,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     .context("starting API threads")?;
 
     log::info!(
-        "database {}, {} API threads, max body {} bytes, allow-targets [{}], api-allow [{}]",
+        "database {}, {} API threads, max body {} bytes, allow-targets [{}], api-allow [{}], \
+         trust-proxy [{}], api-rate-limit {}/s per token, secret grace {}",
         db.display(),
         http_threads,
         args.max_body_size,
         join(&args.allow_targets),
         join(&args.api_allow),
+        join(&args.trust_proxy),
+        args.api_rate_limit,
+        clock::human_duration(i64::try_from(args.secret_grace.as_millis()).unwrap_or(i64::MAX)),
     );
-    if args.trust_proxy {
-        log::warn!("--trust-proxy is accepted but not implemented yet: X-Forwarded-For is ignored");
-    }
-    if args.api_rate_limit != 0 {
-        log::warn!("--api-rate-limit is accepted but not enforced yet");
-    }
     if args.alert_url.is_some() {
         log::warn!("--alert-url is accepted but alerts are not sent yet");
     }
@@ -199,6 +201,7 @@ fn bootstrap_admin_token(conn: &rusqlite::Connection, db: &Path) -> anyhow::Resu
         created_at: clock::now_ms(),
         last_used_at: None,
         revoked_at: None,
+        allow: Vec::new(),
     };
     let path = admin_token_path(db);
     // Write the file first: a token in the database that nobody can read is
@@ -213,7 +216,20 @@ fn bootstrap_admin_token(conn: &rusqlite::Connection, db: &Path) -> anyhow::Resu
     writeln!(file, "{token}")
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
-    tokens::insert(conn, &row, &secrets::token_hash(&token))?;
+    let tx = conn
+        .unchecked_transaction()
+        .context("starting transaction")?;
+    tokens::insert(&tx, &row, &secrets::token_hash(&token))?;
+    let summary = "created the bootstrap admin token: no token existed";
+    audit::record(
+        &tx,
+        &Actor::System,
+        "token.created",
+        Some(&row.id),
+        summary,
+        row.created_at,
+    )?;
+    tx.commit().context("committing the bootstrap token")?;
     log::info!(
         "no API token existed: created admin token {} and wrote it to {}",
         row.id,

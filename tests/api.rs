@@ -2869,7 +2869,6 @@ fn api_allow_refuses_other_client_addresses_with_403() {
 }
 
 #[test]
-#[ignore = "not implemented: --trust-proxy is parsed but X-Forwarded-For is never read"]
 fn trust_proxy_takes_the_client_address_from_x_forwarded_for() {
     let server = Server::start_with(&["--api-allow", "10.0.0.0/8", "--trust-proxy"]);
     let r = server.send(
@@ -2892,7 +2891,6 @@ fn trust_proxy_takes_the_client_address_from_x_forwarded_for() {
 }
 
 #[test]
-#[ignore = "not implemented: --api-rate-limit is parsed but never enforced, so 429 is never answered"]
 fn api_rate_limit_answers_429_with_retry_after() {
     let server = Server::start_with(&["--api-rate-limit", "1"]);
     let limited = (0..20)

@@ -83,7 +83,11 @@ pub fn retry(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     if !Kind::Delivery.matches(id) {
         return Err(not_found());
     }
-    match ctx.state.writer.retry_delivery(id.to_owned())? {
+    match ctx
+        .state
+        .writer
+        .retry_delivery(id.to_owned(), ctx.actor.clone())?
+    {
         None => Err(not_found()),
         Some(false) => Err(ApiError::conflict(
             "not_retryable",
@@ -129,11 +133,13 @@ pub fn replay(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> {
             "must be after since",
         )]));
     }
-    match ctx
-        .state
-        .writer
-        .replay(webhook_id.to_owned(), status, since, until)?
-    {
+    match ctx.state.writer.replay(
+        webhook_id.to_owned(),
+        status,
+        since,
+        until,
+        ctx.actor.clone(),
+    )? {
         None => Err(not_found()),
         Some(n) => Ok(Reply::json(202, &json!({"requeued": n}))),
     }

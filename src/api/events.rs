@@ -278,7 +278,7 @@ pub fn create_type(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         example: example.map(|e| e.to_string()),
         created_at: clock::now_ms(),
     };
-    if !ctx.state.writer.create_event_type(row)? {
+    if !ctx.state.writer.create_event_type(row, ctx.actor.clone())? {
         return Err(exists());
     }
     let value = compiled.to_json();

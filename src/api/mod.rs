@@ -6,20 +6,24 @@
 //! write's group commit, so these threads, not CPU, bound how many requests
 //! can share one commit: `--http-threads`.
 //!
-//! The pipeline, in order: client address allowlist (403), authentication
-//! (401), routing (404, 405), scope (403), body size and type (413, 415),
-//! then the handler. Handlers are plain functions from a [`Ctx`] to a
+//! The pipeline, in order: the client address (behind `--trust-proxy`),
+//! the `--api-allow` allowlist (403), authentication (401), the token's own
+//! allowlist (403), the token's rate limit (429), routing (404, 405), scope
+//! (403), body size and type (413, 415), then the handler. Handlers are plain functions from a [`Ctx`] to a
 //! [`Reply`] or an [`ApiError`]; a panic in one is caught and answered 500
 //! without killing the thread.
 //!
 //! This module must not open database connections or spawn other threads.
 
+mod audit;
 mod auth;
 mod body;
+mod client;
 mod deliveries;
 mod error;
 mod events;
 mod router;
+mod tokens;
 mod webhooks;
 
 use std::io::{Cursor, Read};
@@ -33,11 +37,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tiny_http::{Header, Method, Request, Response, Server};
 
+pub use client::RateLimiter;
 pub use error::ApiError;
 
 use crate::catalog::Catalog;
 use crate::config::Cidr;
 use crate::store::ReadPool;
+use crate::store::audit::Actor;
 use crate::store::writer::WriterHandle;
 
 /// What every request handler can reach.
@@ -50,6 +56,7 @@ pub struct State {
     pub writer: WriterHandle,
     pub catalog: Catalog,
     pub limits: Limits,
+    pub rate: RateLimiter,
 }
 
 /// Read and write timeout of every API socket: a client silent this long
@@ -70,7 +77,11 @@ const DRAIN_MAX: Duration = Duration::from_secs(3);
 pub struct Limits {
     pub allow_targets: Vec<Cidr>,
     pub api_allow: Vec<Cidr>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trust_proxy: Vec<Cidr>,
     pub max_body_size: u64,
+    /// How long a rotated-out webhook secret keeps signing.
+    pub secret_grace_ms: i64,
 }
 
 /// A response before it is written.
@@ -124,6 +135,8 @@ pub struct Ctx<'a> {
     pub body: Vec<u8>,
     /// The `Idempotency-Key` header, if sent.
     pub idempotency_key: Option<String>,
+    /// Who is asking, for the audit log.
+    pub actor: Actor,
 }
 
 /// Starts `count` threads answering requests from `server`. Each returns
@@ -228,20 +241,48 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
         return Err(ApiError::not_found("path"));
     }
 
-    if !state.limits.api_allow.is_empty() {
-        let client = request.remote_addr().map(|a| a.ip());
-        let allowed =
-            client.is_some_and(|ip: IpAddr| state.limits.api_allow.iter().any(|n| n.contains(ip)));
-        if !allowed {
-            return Err(ApiError::new(
-                403,
-                "ip_not_allowed",
-                "this client address may not call the API (see --api-allow)",
-            ));
-        }
+    let forwarded: Vec<&str> = request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("X-Forwarded-For"))
+        .map(|h| h.value.as_str())
+        .collect();
+    let client = client::client_ip(
+        request.remote_addr().map(|a| a.ip()),
+        &forwarded,
+        &state.limits.trust_proxy,
+    );
+    let allowed = |nets: &[Cidr]| {
+        nets.is_empty() || client.is_some_and(|ip: IpAddr| nets.iter().any(|n| n.contains(ip)))
+    };
+    if !allowed(&state.limits.api_allow) {
+        return Err(ApiError::new(
+            403,
+            "ip_not_allowed",
+            "this client address may not call the API (see --api-allow)",
+        ));
     }
 
     let token = auth::authenticate(state, header(request, "Authorization"))?;
+    if !allowed(&token.allow) {
+        return Err(ApiError::new(
+            403,
+            "ip_not_allowed",
+            "this token may not be used from this client address",
+        ));
+    }
+    if let Err(wait) = state.rate.take(&token.id, Instant::now()) {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(ApiError::new(
+            429,
+            "rate_limited",
+            format!(
+                "this token is over its rate limit of {} requests a second; retry in {seconds} s",
+                state.rate.per_second()
+            ),
+        )
+        .with_header("Retry-After", seconds.max(1).to_string()));
+    }
     let endpoint = router::route(&method, path)?;
     if !endpoint.allowed_for(token.scope) {
         return Err(ApiError::forbidden(format!(
@@ -260,6 +301,11 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
         query: body::query_pairs(query),
         body,
         idempotency_key: header(request, "Idempotency-Key").map(str::to_owned),
+        actor: Actor::Token {
+            id: token.id,
+            name: token.name,
+            client: client.map(|ip| ip.to_string()),
+        },
     };
     router::dispatch(&ctx, endpoint)
 }

@@ -3,7 +3,7 @@
 use tiny_http::Method;
 
 use super::error::ApiError;
-use super::{Ctx, Reply, deliveries, events, webhooks};
+use super::{Ctx, Reply, audit, deliveries, events, tokens, webhooks};
 use crate::config::Scope;
 
 /// Every endpoint of the API, with its path parameters.
@@ -14,6 +14,8 @@ pub enum Endpoint {
     GetWebhook(String),
     UpdateWebhook(String),
     DeleteWebhook(String),
+    RotateSecret(String),
+    GetSecret(String),
     ListEventTypes,
     CreateEventType,
     ListEvents,
@@ -23,6 +25,10 @@ pub enum Endpoint {
     ListDeliveries,
     GetDelivery(String),
     RetryDelivery(String),
+    ListTokens,
+    CreateToken,
+    RevokeToken(String),
+    AuditLog,
 }
 
 impl Endpoint {
@@ -40,6 +46,8 @@ impl Endpoint {
                     | Endpoint::GetEvent(_)
                     | Endpoint::ListDeliveries
                     | Endpoint::GetDelivery(_)
+                    | Endpoint::ListTokens
+                    | Endpoint::AuditLog
             ),
         }
     }
@@ -52,6 +60,8 @@ impl Endpoint {
                 | Endpoint::CreateEventType
                 | Endpoint::PublishEvent
                 | Endpoint::ReplayWebhook(_)
+                | Endpoint::RotateSecret(_)
+                | Endpoint::CreateToken
         )
     }
 }
@@ -78,6 +88,19 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         }
         (["webhooks", id, "replay"], Post) => Endpoint::ReplayWebhook(id.to_string()),
         (["webhooks", _, "replay"], _) => return Err(ApiError::method_not_allowed(&["POST"])),
+        (["webhooks", id, "rotate-secret"], Post) => Endpoint::RotateSecret(id.to_string()),
+        (["webhooks", _, "rotate-secret"], _) => {
+            return Err(ApiError::method_not_allowed(&["POST"]));
+        }
+        (["webhooks", id, "secret"], Get) => Endpoint::GetSecret(id.to_string()),
+        (["webhooks", _, "secret"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
+        (["tokens"], Get) => Endpoint::ListTokens,
+        (["tokens"], Post) => Endpoint::CreateToken,
+        (["tokens"], _) => return Err(ApiError::method_not_allowed(&["GET", "POST"])),
+        (["tokens", id], Delete) => Endpoint::RevokeToken(id.to_string()),
+        (["tokens", _], _) => return Err(ApiError::method_not_allowed(&["DELETE"])),
+        (["audit-log"], Get) => Endpoint::AuditLog,
+        (["audit-log"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
         (["deliveries"], Get) => Endpoint::ListDeliveries,
         (["deliveries"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
         (["deliveries", id], Get) => Endpoint::GetDelivery(id.to_string()),
@@ -113,6 +136,12 @@ pub fn dispatch(ctx: &Ctx<'_>, endpoint: Endpoint) -> Result<Reply, ApiError> {
         Endpoint::ListDeliveries => deliveries::list(ctx),
         Endpoint::GetDelivery(id) => deliveries::get(ctx, &id),
         Endpoint::RetryDelivery(id) => deliveries::retry(ctx, &id),
+        Endpoint::RotateSecret(id) => webhooks::rotate_secret(ctx, &id),
+        Endpoint::GetSecret(id) => webhooks::secret(ctx, &id),
+        Endpoint::ListTokens => tokens::list(ctx),
+        Endpoint::CreateToken => tokens::create(ctx),
+        Endpoint::RevokeToken(id) => tokens::revoke(ctx, &id),
+        Endpoint::AuditLog => audit::list(ctx),
     }
 }
 
@@ -170,6 +199,12 @@ mod tests {
             Endpoint::ListDeliveries,
             Endpoint::GetDelivery(String::new()),
             Endpoint::RetryDelivery(String::new()),
+            Endpoint::RotateSecret(String::new()),
+            Endpoint::GetSecret(String::new()),
+            Endpoint::ListTokens,
+            Endpoint::CreateToken,
+            Endpoint::RevokeToken(String::new()),
+            Endpoint::AuditLog,
         ];
         for e in &all {
             assert!(e.allowed_for(Scope::Admin));
@@ -179,8 +214,15 @@ mod tests {
                 "{e:?}"
             );
             let writes = e.takes_body()
-                || matches!(e, Endpoint::DeleteWebhook(_) | Endpoint::RetryDelivery(_));
-            assert_eq!(e.allowed_for(Scope::Read), !writes, "{e:?}");
+                || matches!(
+                    e,
+                    Endpoint::DeleteWebhook(_)
+                        | Endpoint::RetryDelivery(_)
+                        | Endpoint::RevokeToken(_)
+                );
+            // Reading a webhook's secret is for admins only.
+            let secret = matches!(e, Endpoint::GetSecret(_));
+            assert_eq!(e.allowed_for(Scope::Read), !writes && !secret, "{e:?}");
         }
     }
 }

@@ -30,6 +30,7 @@ pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
         "disabled_reason": w.disabled_reason,
         "created_at": clock::rfc3339(w.created_at),
         "updated_at": clock::rfc3339(w.updated_at),
+        "previous_secret_expires_at": previous_secret_expiry(w),
     });
     if with_secret {
         value["secret"] = json!(w.secret);
@@ -55,6 +56,13 @@ fn check_secret(secret: &str) -> Result<(), String> {
         return Err("must not contain spaces or control characters".into());
     }
     Ok(())
+}
+
+/// When the rotated-out secret stops signing, while it still does.
+fn previous_secret_expiry(w: &Webhook) -> Option<String> {
+    w.previous_secret_until
+        .filter(|until| *until > clock::now_ms())
+        .map(clock::rfc3339)
 }
 
 /// Checks `url` and `events` fields that were present, pushing errors.
@@ -137,8 +145,12 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         disabled_reason: (!enabled).then(|| "created disabled".to_owned()),
         created_at: now,
         updated_at: now,
+        previous_secret: None,
+        previous_secret_until: None,
     };
-    ctx.state.writer.create_webhook(webhook.clone())?;
+    ctx.state
+        .writer
+        .create_webhook(webhook.clone(), ctx.actor.clone())?;
     let mut reply = Reply::json(201, &to_json(&webhook, true));
     reply
         .headers
@@ -198,13 +210,64 @@ pub fn update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         events,
     };
     fields.finish(errors)?;
-    let webhook = ctx.state.writer.update_webhook(id.to_owned(), patch)?;
+    let webhook = ctx
+        .state
+        .writer
+        .update_webhook(id.to_owned(), patch, ctx.actor.clone())?;
     Ok(Reply::json(200, &to_json(&found(id, webhook)?, false)))
 }
 
 pub fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
-    if !Kind::Webhook.matches(id) || !ctx.state.writer.delete_webhook(id.to_owned())? {
+    if !Kind::Webhook.matches(id)
+        || !ctx
+            .state
+            .writer
+            .delete_webhook(id.to_owned(), ctx.actor.clone())?
+    {
         return Err(ApiError::not_found(&format!("webhook {id}")));
     }
     Ok(Reply::empty(204))
+}
+
+/// `POST /api/v1/webhooks/{id}/rotate-secret {"secret"?}`: a new secret
+/// (given, or generated from the OS's CSPRNG); the old one keeps signing
+/// beside it for `--secret-grace`. Answers the webhook with the new secret.
+pub fn rotate_secret(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    if !Kind::Webhook.matches(id) {
+        return Err(ApiError::not_found(&format!("webhook {id}")));
+    }
+    let secret = if ctx.body.is_empty() {
+        None
+    } else {
+        let mut fields = Fields::parse(&ctx.body)?;
+        let secret = fields.string("secret", MAX_SECRET);
+        let mut errors = Vec::new();
+        if let Some(Err(why)) = secret.as_deref().map(check_secret) {
+            errors.push(FieldError::new("secret", "invalid", why));
+        }
+        fields.finish(errors)?;
+        secret
+    };
+    let secret = secret.unwrap_or_else(crate::secrets::new_webhook_secret);
+    let until = clock::now_ms().saturating_add(ctx.state.limits.secret_grace_ms);
+    let webhook =
+        ctx.state
+            .writer
+            .rotate_secret(id.to_owned(), secret, until, ctx.actor.clone())?;
+    Ok(Reply::json(200, &to_json(&found(id, webhook)?, true)))
+}
+
+/// `GET /api/v1/webhooks/{id}/secret` (admin only): the current secret.
+pub fn secret(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    if !Kind::Webhook.matches(id) {
+        return Err(ApiError::not_found(&format!("webhook {id}")));
+    }
+    let webhook = found(id, ctx.state.reads.with(|conn| webhooks::get(conn, id))?)?;
+    Ok(Reply::json(
+        200,
+        &json!({
+            "secret": webhook.secret,
+            "previous_secret_expires_at": previous_secret_expiry(&webhook),
+        }),
+    ))
 }

@@ -61,6 +61,8 @@ pub struct Inputs {
 struct Hook {
     url: String,
     secret: String,
+    /// The rotated-out secret and when it stops signing (Unix ms).
+    previous: Option<(String, i64)>,
     enabled: bool,
     max_attempts: u32,
     rate_per_s: Option<u32>,
@@ -74,6 +76,20 @@ struct Hook {
     tokens_at: i64,
     /// Deliveries claimed (`delivering`) but not yet handed to a worker.
     queue: VecDeque<events::Due>,
+}
+
+impl Hook {
+    /// The current secret, and the rotated-out one while its grace lasts:
+    /// each signs, so receivers can switch without dropping events.
+    fn signing_secrets(&self, now: i64) -> Vec<String> {
+        let mut secrets = vec![self.secret.clone()];
+        if let Some((old, until)) = &self.previous
+            && now < *until
+        {
+            secrets.push(old.clone());
+        }
+        secrets
+    }
 }
 
 pub struct Scheduler {
@@ -214,6 +230,7 @@ impl Scheduler {
             hooks.insert(
                 w.id.clone(),
                 Hook {
+                    previous: w.previous_secret.zip(w.previous_secret_until),
                     url: w.url,
                     secret: w.secret,
                     enabled: w.enabled,
@@ -403,7 +420,7 @@ impl Scheduler {
                     webhook_id: webhook_id.clone(),
                     event_id: due.event_id,
                     url: hook.url.clone(),
-                    secrets: vec![hook.secret.clone()],
+                    secrets: hook.signing_secrets(clock::now_ms()),
                     payload,
                     attempt: due.attempts + 1,
                     max_attempts: hook.max_attempts,

@@ -21,6 +21,7 @@
 //!
 //! This module must not know about HTTP or the API's error shapes.
 
+pub mod audit;
 pub mod events;
 pub mod schema;
 pub mod tokens;

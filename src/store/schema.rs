@@ -103,6 +103,26 @@ const MIGRATIONS: &[&str] = &[
     -- b-tree write per delivery.
     DROP INDEX deliveries_due;
     "#,
+    // 3: security. Per-token client allowlists, the secret a rotation
+    // replaced (signing alongside the new one until its grace ends), and
+    // the audit log of every change.
+    r#"
+    ALTER TABLE tokens ADD COLUMN allow TEXT;                 -- comma-separated CIDRs; NULL: from anywhere
+    ALTER TABLE webhooks ADD COLUMN previous_secret TEXT;       -- signs too until previous_secret_until
+    ALTER TABLE webhooks ADD COLUMN previous_secret_until INTEGER;
+    CREATE TABLE audit_log (
+        id         TEXT PRIMARY KEY,             -- aud_…, time-ordered
+        at         INTEGER NOT NULL,
+        actor      TEXT NOT NULL,                -- a tok_… id, 'cli' or 'system'
+        actor_name TEXT,                         -- the token's name
+        client     TEXT,                         -- the client's IP address, for API changes
+        action     TEXT NOT NULL,                -- e.g. webhook.created
+        target     TEXT,                         -- the id of what changed
+        summary    TEXT NOT NULL                 -- what changed, in words; never a secret
+    );
+    CREATE INDEX audit_log_action ON audit_log (action, id);
+    CREATE INDEX audit_log_at ON audit_log (at);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Context, StoreError};
-use crate::config::Scope;
+use crate::config::{Cidr, Scope, parse_cidr};
 
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -13,11 +13,25 @@ pub struct Token {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Client addresses the token may be used from; empty: any that
+    /// `--api-allow` lets in.
+    pub allow: Vec<Cidr>,
+}
+
+fn allow_text(allow: &[Cidr]) -> Option<String> {
+    (!allow.is_empty()).then(|| {
+        allow
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
 pub fn insert(conn: &Connection, token: &Token, hash: &[u8; 32]) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO tokens (id, name, scope, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO tokens (id, name, scope, hash, created_at, allow) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -25,7 +39,8 @@ pub fn insert(conn: &Connection, token: &Token, hash: &[u8; 32]) -> Result<(), S
             token.name,
             token.scope.as_str(),
             &hash[..],
-            token.created_at
+            token.created_at,
+            allow_text(&token.allow)
         ])
     })
     .context("inserting token")?;
@@ -34,6 +49,7 @@ pub fn insert(conn: &Connection, token: &Token, hash: &[u8; 32]) -> Result<(), S
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
     let scope: String = row.get(2)?;
+    let allow: Option<String> = row.get(6)?;
     Ok(Token {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -43,10 +59,20 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
         created_at: row.get(3)?,
         last_used_at: row.get(4)?,
         revoked_at: row.get(5)?,
+        // Written from parsed CIDRs only; an unparsable entry (edited by
+        // hand) matches nothing rather than everything.
+        allow: allow
+            .as_deref()
+            .map(|text| {
+                text.split(',')
+                    .map(|c| parse_cidr(c).unwrap_or_else(|_| Cidr::nothing()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
-const COLUMNS: &str = "id, name, scope, created_at, last_used_at, revoked_at";
+const COLUMNS: &str = "id, name, scope, created_at, last_used_at, revoked_at, allow";
 
 /// The live (not revoked) token with this hash, and the stored hash to
 /// compare in constant time.
@@ -58,7 +84,7 @@ pub fn find_live_by_hash(
         "SELECT {COLUMNS}, hash FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
     ))
     .and_then(|mut stmt| {
-        stmt.query_row([&hash[..]], |row| Ok((from_row(row)?, row.get(6)?)))
+        stmt.query_row([&hash[..]], |row| Ok((from_row(row)?, row.get(7)?)))
             .optional()
     })
     .context("looking up token")
@@ -68,6 +94,23 @@ pub fn list(conn: &Connection) -> Result<Vec<Token>, StoreError> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tokens ORDER BY id"))
         .and_then(|mut stmt| stmt.query_map([], from_row)?.collect())
         .context("listing tokens")
+}
+
+/// Live tokens, newest first, `limit` of them after the cursor (an id).
+pub fn list_live_page(
+    conn: &Connection,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Token>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tokens WHERE revoked_at IS NULL AND (?1 IS NULL OR id < ?1) \
+         ORDER BY id DESC LIMIT ?2"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_map(params![cursor, limit as i64], from_row)?
+            .collect()
+    })
+    .context("listing tokens")
 }
 
 /// How many tokens the database holds, revoked ones included.

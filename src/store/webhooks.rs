@@ -19,10 +19,15 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The secret a rotation replaced; it signs alongside `secret` until
+    /// `previous_secret_until` (Unix ms).
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
 }
 
 const COLUMNS: &str = "id, url, description, secret, events, max_attempts, rate_limit_per_s, \
-                       enabled, disabled_reason, created_at, updated_at";
+                       enabled, disabled_reason, created_at, updated_at, previous_secret, \
+                       previous_secret_until";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
     let events: String = row.get(4)?;
@@ -38,6 +43,8 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
         disabled_reason: row.get(8)?,
         created_at: row.get(9)?,
         updated_at: row.get(10)?,
+        previous_secret: row.get(11)?,
+        previous_secret_until: row.get(12)?,
     })
 }
 
@@ -47,7 +54,8 @@ fn events_json(events: &[String]) -> String {
 
 pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
-        "INSERT INTO webhooks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        "INSERT INTO webhooks ({COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     ))
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -61,7 +69,9 @@ pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
             w.enabled,
             w.disabled_reason,
             w.created_at,
-            w.updated_at
+            w.updated_at,
+            w.previous_secret,
+            w.previous_secret_until
         ])
     })
     .context("inserting webhook")?;
@@ -161,6 +171,42 @@ pub struct Patch {
 }
 
 impl Patch {
+    /// What the patch changes in `w`, in words for the audit log: field
+    /// names only, never values (a URL may carry a credential in its query).
+    pub fn describe(&self, w: &Webhook) -> String {
+        let mut changed = Vec::new();
+        if self.url.as_ref().is_some_and(|url| *url != w.url) {
+            changed.push("url");
+        }
+        if self.events.as_ref().is_some_and(|e| *e != w.events) {
+            changed.push("events");
+        }
+        if self
+            .description
+            .as_ref()
+            .is_some_and(|d| *d != w.description)
+        {
+            changed.push("description");
+        }
+        if self.max_attempts.is_some_and(|m| m != w.max_attempts) {
+            changed.push("max_attempts");
+        }
+        if self
+            .rate_limit_per_s
+            .is_some_and(|r| r != w.rate_limit_per_s)
+        {
+            changed.push("rate_limit_per_s");
+        }
+        if self.enabled.is_some_and(|e| e != w.enabled) {
+            changed.push("enabled");
+        }
+        if changed.is_empty() {
+            "no change".to_owned()
+        } else {
+            format!("changed {}", changed.join(", "))
+        }
+    }
+
     pub fn apply(self, w: &mut Webhook, now: i64) {
         if let Some(url) = self.url {
             w.url = url;
@@ -187,6 +233,26 @@ impl Patch {
         }
         w.updated_at = now;
     }
+}
+
+/// Makes `secret` the webhook's secret; the one it replaces keeps signing
+/// until `until`. A secret rotated out earlier, still in its grace period,
+/// stops signing now: at most two secrets sign at once.
+pub fn rotate_secret(
+    conn: &Connection,
+    id: &str,
+    secret: &str,
+    until: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE webhooks SET previous_secret = secret, previous_secret_until = ?3, \
+             secret = ?2, updated_at = ?4 WHERE id = ?1 AND deleted_at IS NULL",
+            params![id, secret, until, now],
+        )
+        .context("rotating webhook secret")?;
+    Ok(changed == 1)
 }
 
 /// Disables a webhook, keeping its deliveries; false if it is not enabled.

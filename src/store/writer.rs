@@ -24,9 +24,11 @@ use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::audit::{self, Actor};
 use super::events::{self, Attempt, DeliveryStatus, Event, EventType};
+use super::tokens::{self, Token};
 use super::webhooks::{self, Patch, Webhook};
-use super::{Context, StoreError, tokens};
+use super::{Context, StoreError};
 use crate::catalog::Filter;
 use crate::clock;
 use crate::ids::{self, Kind};
@@ -49,26 +51,46 @@ pub enum WriteOp {
     },
     CreateWebhook {
         webhook: Webhook,
+        actor: Actor,
         reply: Reply<()>,
     },
     UpdateWebhook {
         id: String,
         patch: Patch,
+        actor: Actor,
         reply: Reply<Option<Webhook>>,
     },
     DeleteWebhook {
         id: String,
+        actor: Actor,
         reply: Reply<bool>,
+    },
+    /// Replaces a webhook's secret; the old one signs until `until`.
+    RotateSecret {
+        id: String,
+        secret: String,
+        until: i64,
+        actor: Actor,
+        reply: Reply<Option<Webhook>>,
     },
     CreateEventType {
         event_type: EventType,
+        actor: Actor,
+        reply: Reply<bool>,
+    },
+    CreateToken {
+        token: Token,
+        hash: [u8; 32],
+        actor: Actor,
+        reply: Reply<()>,
+    },
+    RevokeToken {
+        id: String,
+        actor: Actor,
         reply: Reply<bool>,
     },
     /// Records a token's last use. Nobody waits for it.
-    TouchToken {
-        id: String,
-        at: i64,
-    },
+    TouchToken { id: String, at: i64 },
     /// Marks pending deliveries as being attempted; answers the ids that
     /// still were pending.
     Claim {
@@ -77,14 +99,12 @@ pub enum WriteOp {
     },
     /// Puts claimed deliveries back to pending (their webhook was disabled
     /// before they were sent).
-    Unclaim {
-        ids: Vec<String>,
-        reply: Reply<()>,
-    },
+    Unclaim { ids: Vec<String>, reply: Reply<()> },
     /// A finished attempt from a delivery worker. Nobody waits for it.
     RecordAttempt(Box<AttemptRecord>),
     RetryDelivery {
         id: String,
+        actor: Actor,
         reply: Reply<Option<bool>>,
     },
     Replay {
@@ -92,12 +112,11 @@ pub enum WriteOp {
         status: DeliveryStatus,
         since: i64,
         until: i64,
+        actor: Actor,
         reply: Reply<Option<usize>>,
     },
     /// Proves the database takes a commit now (for `/healthz`).
-    Ping {
-        reply: Reply<()>,
-    },
+    Ping { reply: Reply<()> },
     /// Commit what is queued, close the database and stop.
     Shutdown,
 }
@@ -216,20 +235,76 @@ impl WriterHandle {
         self.call(|reply| WriteOp::Publish { event, reply })
     }
 
-    pub fn create_webhook(&self, webhook: Webhook) -> Result<(), StoreError> {
-        self.call(|reply| WriteOp::CreateWebhook { webhook, reply })
+    pub fn create_webhook(&self, webhook: Webhook, actor: Actor) -> Result<(), StoreError> {
+        self.call(|reply| WriteOp::CreateWebhook {
+            webhook,
+            actor,
+            reply,
+        })
     }
 
-    pub fn update_webhook(&self, id: String, patch: Patch) -> Result<Option<Webhook>, StoreError> {
-        self.call(|reply| WriteOp::UpdateWebhook { id, patch, reply })
+    pub fn update_webhook(
+        &self,
+        id: String,
+        patch: Patch,
+        actor: Actor,
+    ) -> Result<Option<Webhook>, StoreError> {
+        self.call(|reply| WriteOp::UpdateWebhook {
+            id,
+            patch,
+            actor,
+            reply,
+        })
     }
 
-    pub fn delete_webhook(&self, id: String) -> Result<bool, StoreError> {
-        self.call(|reply| WriteOp::DeleteWebhook { id, reply })
+    pub fn delete_webhook(&self, id: String, actor: Actor) -> Result<bool, StoreError> {
+        self.call(|reply| WriteOp::DeleteWebhook { id, actor, reply })
     }
 
-    pub fn create_event_type(&self, event_type: EventType) -> Result<bool, StoreError> {
-        self.call(|reply| WriteOp::CreateEventType { event_type, reply })
+    pub fn rotate_secret(
+        &self,
+        id: String,
+        secret: String,
+        until: i64,
+        actor: Actor,
+    ) -> Result<Option<Webhook>, StoreError> {
+        self.call(|reply| WriteOp::RotateSecret {
+            id,
+            secret,
+            until,
+            actor,
+            reply,
+        })
+    }
+
+    pub fn create_event_type(
+        &self,
+        event_type: EventType,
+        actor: Actor,
+    ) -> Result<bool, StoreError> {
+        self.call(|reply| WriteOp::CreateEventType {
+            event_type,
+            actor,
+            reply,
+        })
+    }
+
+    pub fn create_token(
+        &self,
+        token: Token,
+        hash: [u8; 32],
+        actor: Actor,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| WriteOp::CreateToken {
+            token,
+            hash,
+            actor,
+            reply,
+        })
+    }
+
+    pub fn revoke_token(&self, id: String, actor: Actor) -> Result<bool, StoreError> {
+        self.call(|reply| WriteOp::RevokeToken { id, actor, reply })
     }
 
     pub fn touch_token(&self, id: String, at: i64) {
@@ -254,8 +329,8 @@ impl WriterHandle {
             .map_err(|_| stopped())
     }
 
-    pub fn retry_delivery(&self, id: String) -> Result<Option<bool>, StoreError> {
-        self.call(|reply| WriteOp::RetryDelivery { id, reply })
+    pub fn retry_delivery(&self, id: String, actor: Actor) -> Result<Option<bool>, StoreError> {
+        self.call(|reply| WriteOp::RetryDelivery { id, actor, reply })
     }
 
     pub fn replay(
@@ -264,12 +339,14 @@ impl WriterHandle {
         status: DeliveryStatus,
         since: i64,
         until: i64,
+        actor: Actor,
     ) -> Result<Option<usize>, StoreError> {
         self.call(|reply| WriteOp::Replay {
             webhook_id,
             status,
             since,
             until,
+            actor,
             reply,
         })
     }
@@ -355,6 +432,15 @@ impl Subscriptions {
             .filter(move |(_, filters)| filters.iter().any(|f| f.matches(event_type)))
             .map(|(id, _)| id.as_str())
     }
+}
+
+/// ` from 10.0.0.0/8, ::1/128` for an audit summary; empty for no list.
+fn allow_summary(allow: &[crate::config::Cidr]) -> String {
+    if allow.is_empty() {
+        return String::new();
+    }
+    let nets: Vec<String> = allow.iter().map(ToString::to_string).collect();
+    format!(", usable from {}", nets.join(", "))
 }
 
 /// An answer to send once the batch's fate is known.
@@ -495,7 +581,10 @@ impl Writer {
             WriteOp::CreateWebhook { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::UpdateWebhook { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::DeleteWebhook { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::RotateSecret { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::CreateEventType { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::CreateToken { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::RevokeToken { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Claim { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Unclaim { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Ping { reply } => answer(reply, Err(stopped())),
@@ -540,25 +629,116 @@ impl Writer {
                     answer(reply, result),
                 )
             }
-            WriteOp::CreateWebhook { webhook, reply } => {
-                let result = webhooks::insert(&self.conn, &webhook);
+            WriteOp::CreateWebhook {
+                webhook,
+                actor,
+                reply,
+            } => {
+                let result = webhooks::insert(&self.conn, &webhook).and_then(|()| {
+                    let summary = format!(
+                        "created webhook for {} ({})",
+                        webhook.events.join(", "),
+                        if webhook.enabled {
+                            "enabled"
+                        } else {
+                            "disabled"
+                        }
+                    );
+                    audit::record(
+                        &self.conn,
+                        &actor,
+                        "webhook.created",
+                        Some(&webhook.id),
+                        &summary,
+                        now,
+                    )
+                });
                 if result.is_ok() {
                     self.subscriptions.upsert(&webhook);
                     self.wake_webhooks = true;
                 }
                 (result.is_ok(), answer(reply, result))
             }
-            WriteOp::UpdateWebhook { id, patch, reply } => {
-                let result = self.update_webhook(&id, patch, now);
+            WriteOp::UpdateWebhook {
+                id,
+                patch,
+                actor,
+                reply,
+            } => {
+                let result = self.update_webhook(&id, patch, &actor, now);
                 self.wake_webhooks |= matches!(result, Ok(Some(_)));
                 (result.is_ok(), answer(reply, result))
             }
-            WriteOp::DeleteWebhook { id, reply } => {
-                let result = webhooks::delete(&self.conn, &id, now);
+            WriteOp::DeleteWebhook { id, actor, reply } => {
+                let result = webhooks::delete(&self.conn, &id, now).and_then(|deleted| {
+                    if deleted {
+                        let summary = "deleted webhook; its pending deliveries are cancelled";
+                        audit::record(
+                            &self.conn,
+                            &actor,
+                            "webhook.deleted",
+                            Some(&id),
+                            summary,
+                            now,
+                        )?;
+                    }
+                    Ok(deleted)
+                });
                 if let Ok(true) = result {
                     self.subscriptions.remove(&id);
                     self.wake_webhooks = true;
                 }
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::RotateSecret {
+                id,
+                secret,
+                until,
+                actor,
+                reply,
+            } => {
+                let result = self.rotate_secret(&id, &secret, until, &actor, now);
+                self.wake_webhooks |= matches!(result, Ok(Some(_)));
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::CreateToken {
+                token,
+                hash,
+                actor,
+                reply,
+            } => {
+                let result = tokens::insert(&self.conn, &token, &hash).and_then(|()| {
+                    let summary = format!(
+                        "created {} token \"{}\"{}",
+                        token.scope.as_str(),
+                        token.name,
+                        allow_summary(&token.allow)
+                    );
+                    audit::record(
+                        &self.conn,
+                        &actor,
+                        "token.created",
+                        Some(&token.id),
+                        &summary,
+                        now,
+                    )
+                });
+                (result.is_ok(), answer(reply, result))
+            }
+            WriteOp::RevokeToken { id, actor, reply } => {
+                let result = tokens::revoke(&self.conn, &id, now).and_then(|revoked| {
+                    if revoked {
+                        audit::record(
+                            &self.conn,
+                            &actor,
+                            "token.revoked",
+                            Some(&id),
+                            "revoked token",
+                            now,
+                        )?;
+                    }
+                    Ok(revoked)
+                });
                 (result.is_ok(), answer(reply, result))
             }
             WriteOp::Claim { ids, reply } => {
@@ -585,8 +765,21 @@ impl Writer {
                 }
                 (result.is_ok(), Box::new(|_| {}))
             }
-            WriteOp::RetryDelivery { id, reply } => {
-                let result = events::retry_now(&self.conn, &id, now);
+            WriteOp::RetryDelivery { id, actor, reply } => {
+                let result = events::retry_now(&self.conn, &id, now).and_then(|retried| {
+                    if retried == Some(true) {
+                        let summary = "queued one more attempt now";
+                        audit::record(
+                            &self.conn,
+                            &actor,
+                            "delivery.retried",
+                            Some(&id),
+                            summary,
+                            now,
+                        )?;
+                    }
+                    Ok(retried)
+                });
                 self.wake_work |= matches!(result, Ok(Some(true)));
                 (result.is_ok(), answer(reply, result))
             }
@@ -595,13 +788,30 @@ impl Writer {
                 status,
                 since,
                 until,
+                actor,
                 reply,
             } => {
                 let result = match webhooks::get(&self.conn, &webhook_id) {
                     Ok(None) => Ok(None),
                     Ok(Some(_)) => {
                         events::requeue(&self.conn, &webhook_id, status, since, until, now)
-                            .map(Some)
+                            .and_then(|n| {
+                                let summary = format!(
+                                    "requeued {n} {} deliveries created from {} to {}",
+                                    status.as_str(),
+                                    clock::rfc3339(since),
+                                    clock::rfc3339(until)
+                                );
+                                audit::record(
+                                    &self.conn,
+                                    &actor,
+                                    "webhook.replayed",
+                                    Some(&webhook_id),
+                                    &summary,
+                                    now,
+                                )?;
+                                Ok(Some(n))
+                            })
                     }
                     Err(e) => Err(e),
                 };
@@ -610,8 +820,33 @@ impl Writer {
             }
             WriteOp::Shutdown => (true, Box::new(|_| {})),
             WriteOp::Ping { reply } => (true, answer(reply, Ok(()))),
-            WriteOp::CreateEventType { event_type, reply } => {
-                let result = events::insert_event_type(&self.conn, &event_type);
+            WriteOp::CreateEventType {
+                event_type,
+                actor,
+                reply,
+            } => {
+                let result =
+                    events::insert_event_type(&self.conn, &event_type).and_then(|created| {
+                        if created {
+                            let summary = format!(
+                                "created event type{}",
+                                if event_type.schema.is_some() {
+                                    " with a schema"
+                                } else {
+                                    " without a schema"
+                                }
+                            );
+                            audit::record(
+                                &self.conn,
+                                &actor,
+                                "event_type.created",
+                                Some(&event_type.name),
+                                &summary,
+                                now,
+                            )?;
+                        }
+                        Ok(created)
+                    });
                 (result.is_ok(), answer(reply, result))
             }
             WriteOp::TouchToken { id, at } => {
@@ -674,11 +909,8 @@ impl Writer {
         let succeeded = r.next == NextStep::Succeeded;
         let window = self.config.disable_after_ms;
         if webhooks::record_health(&self.conn, &r.webhook_id, succeeded, now, window)? {
-            log::warn!(
-                "webhook {} disabled: every attempt failed for the whole window",
-                r.webhook_id
-            );
-            self.wake_webhooks = true;
+            let why = format!("every attempt failed for {}", clock::human_duration(window));
+            self.disabled_by_system(&r.webhook_id, &why, now)?;
         }
         if r.next == NextStep::DisableWebhook
             && webhooks::disable(
@@ -688,32 +920,78 @@ impl Writer {
                 now,
             )?
         {
-            log::warn!(
-                "webhook {} disabled: the receiver answered 410 Gone",
-                r.webhook_id
-            );
-            self.wake_webhooks = true;
+            self.disabled_by_system(&r.webhook_id, "the receiver answered 410 Gone", now)?;
         }
         Ok(())
+    }
+
+    /// Logs and audits a webhook hookbox itself disabled.
+    fn disabled_by_system(&mut self, id: &str, why: &str, now: i64) -> Result<(), StoreError> {
+        log::warn!("webhook {id} disabled: {why}");
+        self.wake_webhooks = true;
+        audit::record(
+            &self.conn,
+            &Actor::System,
+            "webhook.disabled",
+            Some(id),
+            &format!("disabled automatically: {why}; its deliveries are held"),
+            now,
+        )
     }
 
     fn update_webhook(
         &mut self,
         id: &str,
         patch: Patch,
+        actor: &Actor,
         now: i64,
     ) -> Result<Option<Webhook>, StoreError> {
         let Some(mut webhook) = webhooks::get(&self.conn, id)? else {
             return Ok(None);
         };
         let re_enabled = !webhook.enabled && patch.enabled == Some(true);
+        let disabled = webhook.enabled && patch.enabled == Some(false);
+        let summary = patch.describe(&webhook);
         patch.apply(&mut webhook, now);
         webhooks::update(&self.conn, &webhook)?;
         if re_enabled {
             webhooks::reset_failing(&self.conn, id)?;
+            log::info!("webhook {id} re-enabled; its held deliveries drain now");
         }
+        let action = match (re_enabled, disabled) {
+            (true, _) => "webhook.enabled",
+            (_, true) => "webhook.disabled",
+            _ => "webhook.updated",
+        };
+        audit::record(&self.conn, actor, action, Some(id), &summary, now)?;
         self.subscriptions.upsert(&webhook);
         Ok(Some(webhook))
+    }
+
+    fn rotate_secret(
+        &mut self,
+        id: &str,
+        secret: &str,
+        until: i64,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<Option<Webhook>, StoreError> {
+        if !webhooks::rotate_secret(&self.conn, id, secret, until, now)? {
+            return Ok(None);
+        }
+        let summary = format!(
+            "rotated the signing secret; the previous one signs too until {}",
+            clock::rfc3339(until)
+        );
+        audit::record(
+            &self.conn,
+            actor,
+            "webhook.secret_rotated",
+            Some(id),
+            &summary,
+            now,
+        )?;
+        webhooks::get(&self.conn, id)
     }
 }
 
@@ -736,6 +1014,8 @@ mod tests {
             disabled_reason: None,
             created_at: 0,
             updated_at: 0,
+            previous_secret: None,
+            previous_secret_until: None,
         };
         subs.upsert(&hook("wh_b", &["item.*"]));
         subs.upsert(&hook("wh_a", &["*"]));

@@ -1,0 +1,133 @@
+//! SQL for the audit log: one row per change, written in the same
+//! transaction as the change itself, so a change is never without its row
+//! and a row never without its change.
+//!
+//! Summaries are built by callers from field names and ids, never from
+//! secrets or tokens.
+
+use rusqlite::{Connection, params};
+
+use super::{Context, StoreError};
+use crate::ids::{self, Kind};
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An API token, with the client address the request came from.
+    Token {
+        id: String,
+        name: String,
+        client: Option<String>,
+    },
+    /// A `hookbox` command on the server's machine.
+    Cli,
+    /// hookbox itself (an automatic disable, for example).
+    System,
+}
+
+impl Actor {
+    fn columns(&self) -> (&str, Option<&str>, Option<&str>) {
+        match self {
+            Actor::Token { id, name, client } => (id, Some(name), client.as_deref()),
+            Actor::Cli => ("cli", None, None),
+            Actor::System => ("system", None, None),
+        }
+    }
+}
+
+/// One audit log row.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub at: i64,
+    pub actor: String,
+    pub actor_name: Option<String>,
+    pub client: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub summary: String,
+}
+
+/// Records that `actor` did `action` to `target`.
+pub fn record(
+    conn: &Connection,
+    actor: &Actor,
+    action: &str,
+    target: Option<&str>,
+    summary: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (who, name, client) = actor.columns();
+    conn.prepare_cached(
+        "INSERT INTO audit_log (id, at, actor, actor_name, client, action, target, summary) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            ids::new(Kind::Audit),
+            now,
+            who,
+            name,
+            client,
+            action,
+            target,
+            summary
+        ])
+    })
+    .context("writing the audit log")?;
+    Ok(())
+}
+
+/// What `GET /api/v1/audit-log` can ask for.
+#[derive(Debug, Default)]
+pub struct Query {
+    pub action: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Only rows with ids below this (the cursor), newest first.
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+/// Audit rows, newest first.
+pub fn list(conn: &Connection, q: &Query) -> Result<Vec<Entry>, StoreError> {
+    let mut sql = String::from(
+        "SELECT id, at, actor, actor_name, client, action, target, summary FROM audit_log WHERE 1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut push = |clause: &str, value: rusqlite::types::Value| {
+        args.push(value);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(action) = &q.action {
+        push("action =", action.clone().into());
+    }
+    if let Some(since) = q.since {
+        push("at >=", since.into());
+    }
+    if let Some(until) = q.until {
+        push("at <", until.into());
+    }
+    if let Some(before) = &q.before {
+        push("id <", before.clone().into());
+    }
+    args.push((q.limit as i64).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    conn.prepare(&sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(rusqlite::params_from_iter(args), |row| {
+                Ok(Entry {
+                    id: row.get(0)?,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    actor_name: row.get(3)?,
+                    client: row.get(4)?,
+                    action: row.get(5)?,
+                    target: row.get(6)?,
+                    summary: row.get(7)?,
+                })
+            })?
+            .collect()
+        })
+        .context("reading the audit log")
+}
