@@ -45,8 +45,14 @@ impl Server {
 
     /// Starts a server that delivers, with `args`.
     pub fn delivering(args: &[&str]) -> Server {
+        Server::delivering_on("127.0.0.1:0", args)
+    }
+
+    /// [`Server::delivering`] listening on `listen` (such as `[::1]:0`).
+    pub fn delivering_on(listen: &str, args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut extra_args: Vec<String> = vec!["--listen".into(), listen.into()];
+        extra_args.extend(args.iter().map(|s| s.to_string()));
         let (child, log, addr) = spawn(dir.path(), &extra_args);
         let token = std::fs::read_to_string(dir.path().join("hookbox.db.admin-token"))
             .expect("admin token file")
@@ -109,7 +115,11 @@ impl Server {
     /// Starts the binary again on the same database with other flags.
     #[allow(dead_code)]
     pub fn restart_with(&mut self, args: &[&str]) {
-        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+        let listen = ["--listen".to_owned(), self.extra_args[1].clone()];
+        self.extra_args = listen
+            .into_iter()
+            .chain(args.iter().map(|s| s.to_string()))
+            .collect();
         self.restart();
     }
 
@@ -235,7 +245,6 @@ fn spawn(dir: &Path, args: &[String]) -> (Child, Arc<Mutex<String>>, SocketAddr)
         .arg("serve")
         .arg("--db")
         .arg(dir.join("hookbox.db"))
-        .args(["--listen", "127.0.0.1:0"])
         .args(args);
     spawn_command(command)
 }
