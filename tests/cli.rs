@@ -646,3 +646,37 @@ fn backup_while_serving_holds_every_event_published_before_it() {
         assert_eq!(r.json()["deliveries"].as_array().map(Vec::len), Some(1));
     }
 }
+
+#[test]
+fn token_create_allow_pins_a_token_to_client_networks() {
+    let server = Server::start();
+    let create = |allow: &str| {
+        hookbox_run(&[
+            "token",
+            "create",
+            "--name",
+            "pinned",
+            "--scope",
+            "read",
+            "--allow",
+            allow,
+            "--db",
+            path_arg(&server.db()),
+        ])
+    };
+    let out = create("10.0.0.0/8,fd00::/8");
+    assert!(out.status.success(), "{}", show(&out));
+    let elsewhere = stdout(&out).lines().last().unwrap().to_owned();
+    let out = create("127.0.0.1");
+    assert!(out.status.success(), "{}", show(&out));
+    let here = stdout(&out).lines().last().unwrap().to_owned();
+    server
+        .send("GET", "/api/v1/webhooks", &[], None, Some(&elsewhere))
+        .error(403, "ip_not_allowed");
+    let r = server.send("GET", "/api/v1/webhooks", &[], None, Some(&here));
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let out = create("10.0.0.0/99");
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(stderr(&out).contains("10.0.0.0/99"), "{}", show(&out));
+}
