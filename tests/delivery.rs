@@ -17,456 +17,18 @@
 mod util;
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{IpAddr, TcpListener, ToSocketAddrs};
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
-use util::Server;
-
-// ---------------------------------------------------------------------------
-// The scripted receiver
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    /// Header names lowercased.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// When it arrived, on the monotonic and on the wall clock.
-    at: Instant,
-    wall: SystemTime,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn webhook_id(&self) -> &str {
-        self.header("webhook-id").unwrap_or_default()
-    }
-
-    fn timestamp(&self) -> u64 {
-        self.header("webhook-timestamp")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("no numeric webhook-timestamp in {self:?}"))
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// How the receiver ends one exchange.
-#[derive(Debug, Clone)]
-enum End {
-    /// A complete response.
-    Respond,
-    /// The connection is shut down after the request was read, before any
-    /// byte of a response.
-    Close,
-    /// These raw bytes are written as the start of a response, and nothing
-    /// more: the client waits for the rest.
-    Partial(&'static str),
-}
-
-/// What the receiver does with one request.
-#[derive(Debug, Clone)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-    /// Held this long before answering; cut short when the receiver stops.
-    delay: Duration,
-    /// Held until this gate opens (or the receiver stops), then answered.
-    gate: Option<Gate>,
-    end: End,
-}
-
-/// A gate a test opens to release held requests.
-#[derive(Debug, Clone, Default)]
-struct Gate(Arc<std::sync::atomic::AtomicBool>);
-
-impl Gate {
-    fn open(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    fn is_open(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl Answer {
-    fn status(status: u16) -> Answer {
-        Answer {
-            status,
-            headers: Vec::new(),
-            body: format!("answered {status}"),
-            delay: Duration::ZERO,
-            gate: None,
-            end: End::Respond,
-        }
-    }
-
-    fn ok() -> Answer {
-        Answer::status(200)
-    }
-
-    /// Holds the request without answering, for longer than any test runs.
-    fn hang() -> Answer {
-        Answer::ok().after(Duration::from_secs(120))
-    }
-
-    fn close() -> Answer {
-        Answer {
-            end: End::Close,
-            ..Answer::status(0)
-        }
-    }
-
-    fn partial(raw: &'static str) -> Answer {
-        Answer {
-            end: End::Partial(raw),
-            ..Answer::status(0)
-        }
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Answer {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    fn body(mut self, body: &str) -> Answer {
-        self.body = body.to_owned();
-        self
-    }
-
-    fn after(mut self, delay: Duration) -> Answer {
-        self.delay = delay;
-        self
-    }
-
-    /// Answers 200 once `gate` opens.
-    fn held(gate: &Gate) -> Answer {
-        Answer {
-            gate: Some(gate.clone()),
-            ..Answer::ok()
-        }
-    }
-}
-
-/// The answer to the n-th request (from 0), given that request.
-type Script = dyn Fn(usize, &Seen) -> Answer + Send + Sync;
-
-/// Wakes delayed answers when the receiver stops.
-#[derive(Default)]
-struct Stop {
-    stopped: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Stop {
-    fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap()
-    }
-
-    /// Waits `delay`, or less if the receiver stops meanwhile.
-    fn wait(&self, delay: Duration) {
-        let deadline = Instant::now() + delay;
-        let mut stopped = self.stopped.lock().unwrap();
-        while !*stopped {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            stopped = self.wake.wait_timeout(stopped, deadline - now).unwrap().0;
-        }
-    }
-
-    fn stop(&self) {
-        *self.stopped.lock().unwrap() = true;
-        self.wake.notify_all();
-    }
-}
-
-/// A webhook receiver on 127.0.0.1 that answers by script and records
-/// every request. It stops on drop.
-struct Receiver {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<Stop>,
-    accept: Option<thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    /// A receiver on a free port.
-    fn start(script: impl Fn(usize, &Seen) -> Answer + Send + Sync + 'static) -> Receiver {
-        Receiver::bind(0, script)
-    }
-
-    /// A receiver on `port` (one reserved earlier with [`closed_port`]).
-    fn bind(
-        port: u16,
-        script: impl Fn(usize, &Seen) -> Answer + Send + Sync + 'static,
-    ) -> Receiver {
-        // Bodies are not read ahead (preread 0), so each one is read through
-        // the patched tiny_http's body guard: reading it to its end keeps the
-        // connection alive; leaving its end unread shuts the connection down
-        // when the request goes (vendor/tiny_http/PATCHES.md, item 3). That
-        // is how `Answer::close` closes a connection.
-        let limits = tiny_http::ConnectionLimits {
-            preread_body_bytes: 0,
-            timeout: None,
-            max_connections: usize::MAX,
-        };
-        let server = tiny_http::Server::http_with_limits(("127.0.0.1", port), limits)
-            .unwrap_or_else(|e| panic!("receiver cannot listen on 127.0.0.1:{port}: {e}"));
-        let addr = server.server_addr().to_ip().expect("receiver address");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(Stop::default());
-        let script: Arc<Script> = Arc::new(script);
-        let accept = {
-            let (seen, stop) = (seen.clone(), stop.clone());
-            thread::Builder::new()
-                .name(format!("receiver-{}", addr.port()))
-                .spawn(move || {
-                    while !stop.is_stopped() {
-                        let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(50))
-                        else {
-                            continue;
-                        };
-                        let (at, wall) = (Instant::now(), SystemTime::now());
-                        let (seen, stop, script) = (seen.clone(), stop.clone(), script.clone());
-                        // One thread per request: a held request never delays
-                        // the next one.
-                        thread::spawn(move || answer(request, at, wall, &seen, &*script, &stop));
-                    }
-                })
-                .expect("receiver thread")
-        };
-        Receiver {
-            addr,
-            seen,
-            stop,
-            accept: Some(accept),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-
-    /// Waits until at least `n` requests arrived; returns all of them.
-    fn wait_for(&self, server: &Server, n: usize, timeout: Duration) -> Vec<Seen> {
-        eventually(
-            server,
-            timeout,
-            || {
-                format!(
-                    "the receiver on {} to get {n} requests; it got {}: {:?}",
-                    self.addr,
-                    self.count(),
-                    self.requests()
-                        .iter()
-                        .map(|s| (s.path.clone(), s.webhook_id().to_owned()))
-                        .collect::<Vec<_>>()
-                )
-            },
-            || (self.count() >= n).then(|| self.requests()),
-        )
-    }
-
-    /// Watches for `window` that no request beyond the first `n` arrives.
-    /// Only for showing that something does NOT happen; callers say why
-    /// `window` is long enough.
-    fn stays_at(&self, server: &Server, n: usize, window: Duration) {
-        let deadline = Instant::now() + window;
-        loop {
-            let count = self.count();
-            assert!(
-                count <= n,
-                "the receiver on {} got {count} requests, expected {n}: {:#?}\n--- server log ---\n{}",
-                self.addr,
-                self.requests(),
-                server.log()
-            );
-            if Instant::now() >= deadline {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.stop();
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
-    }
-}
-
-/// Reads, records and answers one request as the script says.
-fn answer(
-    mut request: tiny_http::Request,
-    at: Instant,
-    wall: SystemTime,
-    seen: &Mutex<Vec<Seen>>,
-    script: &Script,
-    stop: &Stop,
-) {
-    let headers = request
-        .headers()
-        .iter()
-        .map(|h| {
-            (
-                h.field.to_string().to_ascii_lowercase(),
-                h.value.as_str().to_owned(),
-            )
-        })
-        .collect();
-    let mut body = Vec::new();
-    match request.body_length() {
-        // Exactly the body, without the read that sees its end (see `bind`).
-        Some(len) => {
-            body.resize(len, 0);
-            if request.as_reader().read_exact(&mut body).is_err() {
-                return;
-            }
-        }
-        None => {
-            let _ = request.as_reader().read_to_end(&mut body);
-        }
-    }
-    let this = Seen {
-        method: request.method().to_string(),
-        path: request.url().to_owned(),
-        headers,
-        body,
-        at,
-        wall,
-    };
-    let n = {
-        let mut seen = seen.lock().unwrap();
-        seen.push(this.clone());
-        seen.len() - 1
-    };
-    let answer = script(n, &this);
-    if !answer.delay.is_zero() {
-        stop.wait(answer.delay);
-    }
-    if let Some(gate) = &answer.gate {
-        while !gate.is_open() && !stop.is_stopped() {
-            stop.wait(Duration::from_millis(10));
-        }
-    }
-    if let End::Close = answer.end {
-        // Taking the writer keeps the request's own Drop from answering; the
-        // unread end of the body then shuts the connection down.
-        drop(request.into_writer());
-        return;
-    }
-    // See the body's end, so that the connection stays open for keep-alive.
-    let _ = request.as_reader().read(&mut [0u8; 1]);
-    match answer.end {
-        End::Partial(raw) => {
-            let mut writer = request.into_writer();
-            let _ = writer.write_all(raw.as_bytes());
-            let _ = writer.flush();
-        }
-        _ => {
-            let mut response =
-                tiny_http::Response::from_string(answer.body).with_status_code(answer.status);
-            for (name, value) in &answer.headers {
-                response.add_header(
-                    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-                        .expect("header"),
-                );
-            }
-            let _ = request.respond(response);
-        }
-    }
-}
-
-/// A loopback port with nothing listening: attempts to it are refused at
-/// once, and no traffic leaves the machine.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr").port()
-}
-
-// ---------------------------------------------------------------------------
-// The receiver's signature check, written as a receiver writes it
-
-/// The HMAC key of a webhook secret: the base64 decoding of what follows
-/// `whsec_`, or the secret's own bytes.
-fn signing_key(secret: &str) -> Vec<u8> {
-    match secret.strip_prefix("whsec_") {
-        Some(encoded) => STANDARD.decode(encoded).expect("a whsec_ secret is base64"),
-        None => secret.as_bytes().to_vec(),
-    }
-}
-
-/// Standard Webhooks verification of one request: some `v1,<base64>` entry
-/// of `webhook-signature` is the HMAC-SHA256 of
-/// `{webhook-id}.{webhook-timestamp}.{body}` under `secret`.
-fn verify(secret: &str, request: &Seen) -> Result<(), String> {
-    let id = request.header("webhook-id").ok_or("no webhook-id")?;
-    let timestamp = request
-        .header("webhook-timestamp")
-        .ok_or("no webhook-timestamp")?;
-    let signatures = request
-        .header("webhook-signature")
-        .ok_or("no webhook-signature")?;
-    let mut signed = format!("{id}.{timestamp}.").into_bytes();
-    signed.extend_from_slice(&request.body);
-    for entry in signatures.split(' ') {
-        let Some(tag) = entry
-            .strip_prefix("v1,")
-            .and_then(|b64| STANDARD.decode(b64).ok())
-        else {
-            continue;
-        };
-        let mut mac = Hmac::<Sha256>::new_from_slice(&signing_key(secret)).expect("hmac key");
-        mac.update(&signed);
-        if mac.verify_slice(&tag).is_ok() {
-            return Ok(());
-        }
-    }
-    Err(format!("no v1 signature in {signatures:?} matches"))
-}
+use util::receiver::*;
+use util::{Server, eventually};
 
 // ---------------------------------------------------------------------------
 // hookbox helpers
@@ -476,29 +38,6 @@ fn serve(flags: &[&str]) -> Server {
     let mut all = vec!["--allow-targets", "127.0.0.0/8"];
     all.extend_from_slice(flags);
     Server::delivering(&all)
-}
-
-/// Polls `check` until it returns Some, or fails after `timeout` with
-/// `what()` and the server's log.
-fn eventually<T>(
-    server: &Server,
-    timeout: Duration,
-    what: impl Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {}\n--- server log ---\n{}",
-            what(),
-            server.log()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn create_webhook(server: &Server, body: Value) -> Value {
@@ -622,6 +161,79 @@ fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .expect("format time")
+}
+
+/// An RFC 3339 time as the API writes it.
+fn parse_rfc3339(text: &str) -> SystemTime {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"))
+        .into()
+}
+
+/// `POST /api/v1/webhooks/{hook}/rotate-secret` with `body` (none at all
+/// when None); the 200 answer.
+fn rotate_secret(server: &Server, hook: &str, body: Option<&Value>) -> Value {
+    let r = server.request(
+        "POST",
+        &format!("/api/v1/webhooks/{hook}/rotate-secret"),
+        body,
+    );
+    assert_eq!(
+        r.status,
+        200,
+        "{}\n--- server log ---\n{}",
+        r.text(),
+        server.log()
+    );
+    r.json()
+}
+
+/// `GET /api/v1/webhooks/{hook}/secret` with the admin token.
+fn current_secret(server: &Server, hook: &str) -> Value {
+    let r = server.get(&format!("/api/v1/webhooks/{hook}/secret"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// A `whsec_` secret over 32 known bytes.
+fn whsec(fill: u8) -> String {
+    format!("whsec_{}", STANDARD.encode([fill; 32]))
+}
+
+/// Asserts that `request` carries exactly one signature entry per secret in
+/// `secrets`, each verifying under its own secret alone, and that none
+/// verifies under any of `retired`.
+fn assert_signed_by(request: &Seen, secrets: &[&str], retired: &[&str]) {
+    let entries = signature_entries(request);
+    assert_eq!(
+        entries.len(),
+        secrets.len(),
+        "one entry per active secret, {secrets:?}; the delivery of {} carries {entries:?}",
+        request.webhook_id()
+    );
+    let mut used = Vec::new();
+    for secret in secrets {
+        let matching = matching_entries(secret, request).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            matching.len(),
+            1,
+            "exactly one entry verifies under {secret:?}: {entries:?}"
+        );
+        used.extend(matching);
+    }
+    used.sort_unstable();
+    used.dedup();
+    assert_eq!(
+        used.len(),
+        secrets.len(),
+        "each secret matches a different entry: {entries:?}"
+    );
+    for secret in retired {
+        assert!(
+            verify(secret, request).is_err(),
+            "the retired secret {secret:?} still verifies: {entries:?}"
+        );
+    }
 }
 
 const SHORT: Duration = Duration::from_secs(10);
@@ -1052,28 +664,370 @@ fn disabling_a_webhook_holds_deliveries_already_lined_up_for_it() {
     assert_eq!(got, want, "each event exactly once");
 }
 
+/// The most of `times` (sorted) that fall within any one window of `width`.
+fn busiest_window(times: &[Instant], width: Duration) -> usize {
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < width)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 #[test]
-fn a_webhooks_rate_limit_paces_its_deliveries() {
-    let rx = Receiver::start(|_, _| Answer::ok());
+fn a_webhooks_rate_limit_paces_what_its_receiver_gets_and_holds_back_no_other_webhook() {
+    const RATE: u32 = 5;
+    const EVENTS: usize = 20;
+    // The scheduler's bucket starts full at `rate` tokens: a burst of 5,
+    // then one delivery every 200 ms.
+    let burst = RATE as usize;
+    let period = Duration::from_secs(1) / RATE;
+    let paced = Receiver::start(|_, _| Answer::ok());
+    let free = Receiver::start(|_, _| Answer::ok());
     let server = serve(&[]);
+    let limited = id(&create_webhook(
+        &server,
+        json!({"url": paced.url("/paced"), "events": ["*"], "rate_limit_per_s": RATE}),
+    ));
+    webhook(&server, &free.url("/free"));
+    // All at once: concurrent publishes, committed together.
+    let events: Vec<String> = thread::scope(|s| {
+        let publishing: Vec<_> = (0..EVENTS)
+            .map(|_| s.spawn(|| id(&publish(&server, "item.sold"))))
+            .collect();
+        publishing.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    let published = Instant::now();
+
+    let free_done = free
+        .wait_for(&server, EVENTS, SHORT)
+        .iter()
+        .map(|s| s.at)
+        .max()
+        .unwrap();
+    let mut times: Vec<Instant> = paced
+        .wait_for(&server, EVENTS, SHORT)
+        .iter()
+        .map(|s| s.at)
+        .collect();
+    times.sort();
+    let offsets: Vec<Duration> = times.iter().map(|t| *t - times[0]).collect();
+    let offsets_ms: Vec<u128> = offsets.iter().map(Duration::as_millis).collect();
+
+    // 5 at once and 15 more at 5/s: the 20th comes about 3 s after the
+    // first; well under 5 s unless the pacing is slower than asked.
+    let span = offsets[EVENTS - 1];
+    assert!(
+        span >= Duration::from_millis(2400) && span < Duration::from_secs(5),
+        "{EVENTS} deliveries at {RATE}/s spanned {span:?}; arrivals (ms after the first): {offsets_ms:?}"
+    );
+    // None comes sooner than a full bucket and its refill allow: the k-th
+    // (from 0) no sooner than (k + 1 - burst) periods after the first,
+    // give or take 100 ms of scheduling noise at the receiver.
+    for (k, offset) in offsets.iter().enumerate().skip(burst) {
+        let earliest = period * u32::try_from(k + 1 - burst).unwrap();
+        assert!(
+            *offset + Duration::from_millis(100) >= earliest,
+            "delivery {k} came {offset:?} after the first, before the {earliest:?} the bucket allows; arrivals (ms): {offsets_ms:?}"
+        );
+    }
+    let busiest = busiest_window(&times, Duration::from_secs(1));
+    assert!(
+        busiest <= burst + RATE as usize,
+        "{busiest} deliveries within one second at {RATE}/s with a burst of {burst}; arrivals (ms): {offsets_ms:?}"
+    );
+
+    // Isolation: the webhook without a limit got all of its deliveries at
+    // once, not at the paced one's rate.
+    let free_after = free_done.saturating_duration_since(published);
+    assert!(
+        free_after < Duration::from_secs(1),
+        "the unlimited webhook's last delivery came {free_after:?} after publishing\n--- server log ---\n{}",
+        server.log()
+    );
+    assert!(
+        free_done + Duration::from_secs(1) < times[EVENTS - 1],
+        "the unlimited webhook finished within a second of the paced one's last delivery (paced arrivals, ms: {offsets_ms:?})"
+    );
+
+    let mut want = events.clone();
+    want.sort();
+    for rx in [&paced, &free] {
+        let mut got: Vec<String> = rx
+            .requests()
+            .iter()
+            .map(|s| s.webhook_id().to_owned())
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "each event exactly once at {}", rx.addr);
+    }
+    for e in &events {
+        wait_status(
+            &server,
+            &delivery_of(&server, e, &limited),
+            "succeeded",
+            SHORT,
+        );
+    }
+}
+
+#[test]
+fn during_a_rotations_grace_both_secrets_sign_and_afterwards_only_the_new_one() {
+    let rx = Receiver::start(|_, _| Answer::ok());
+    // Long enough for one delivery to arrive inside it, short enough to
+    // wait out.
+    let grace = Duration::from_secs(3);
+    let server = serve(&["--secret-grace", "3s"]);
+    let old = "old-raw-secret-key";
+    let new = whsec(7);
     let hook = id(&create_webhook(
         &server,
-        json!({"url": rx.url("/paced"), "events": ["*"], "rate_limit_per_s": 5}),
+        json!({"url": rx.url("/rotating"), "events": ["*"], "secret": old}),
     ));
-    let events: Vec<String> = (0..10)
-        .map(|_| id(&publish(&server, "item.sold")))
-        .collect();
-    let seen = rx.wait_for(&server, 10, SHORT);
-    let span = seen[9].at - seen[0].at;
-    // A burst of at most 5, then 5 per second: the last of 10 comes about
-    // a second after the first.
-    assert!(
-        span >= Duration::from_millis(800) && span < Duration::from_secs(5),
-        "10 deliveries at 5/s took {span:?}"
+
+    let before = SystemTime::now();
+    let rotated = rotate_secret(&server, &hook, Some(&json!({"secret": new})));
+    let after = SystemTime::now();
+    assert_eq!(rotated["id"], hook.as_str(), "{rotated}");
+    assert_eq!(rotated["secret"], new.as_str(), "{rotated}");
+    let expires_at = rotated["previous_secret_expires_at"].clone();
+    let expires = parse_rfc3339(
+        expires_at
+            .as_str()
+            .unwrap_or_else(|| panic!("no expiry during the grace: {rotated}")),
     );
-    for e in &events {
-        wait_status(&server, &delivery_of(&server, e, &hook), "succeeded", SHORT);
+    // The grace from the rotation, rounded up to the whole second it is
+    // written to.
+    assert!(
+        expires >= before + grace && expires < after + grace + Duration::from_secs(1),
+        "previous_secret_expires_at {expires_at} is not {grace:?} after the rotation"
+    );
+    let shown = server.get(&format!("/api/v1/webhooks/{hook}")).json();
+    assert_eq!(shown["previous_secret_expires_at"], expires_at, "{shown}");
+    assert!(shown.get("secret").is_none(), "{shown}");
+    assert_eq!(
+        current_secret(&server, &hook),
+        json!({"secret": new, "previous_secret_expires_at": expires_at})
+    );
+
+    let first = id(&publish(&server, "item.sold"));
+    let seen = rx.wait_for(&server, 1, SHORT).remove(0);
+    assert_eq!(seen.webhook_id(), first);
+    let arrived = seen.wall.duration_since(before).unwrap_or_default();
+    assert!(
+        arrived < grace,
+        "precondition: the delivery came {arrived:?} after the rotation, past the {grace:?} grace"
+    );
+    assert_signed_by(&seen, &[&new, old], &[]);
+    assert!(verify("wrong-secret-key", &seen).is_err());
+
+    // Once the API says the grace is over, the old secret signs nothing.
+    eventually(
+        &server,
+        SHORT,
+        || "the grace to end".into(),
+        || {
+            let w = server.get(&format!("/api/v1/webhooks/{hook}")).json();
+            w["previous_secret_expires_at"].is_null().then_some(())
+        },
+    );
+    assert_eq!(
+        current_secret(&server, &hook),
+        json!({"secret": new, "previous_secret_expires_at": null})
+    );
+    let second = id(&publish(&server, "item.sold"));
+    let seen = rx.wait_for(&server, 2, SHORT);
+    let seen = seen
+        .iter()
+        .find(|s| s.webhook_id() == second)
+        .unwrap_or_else(|| panic!("{second} never arrived: {seen:?}"));
+    assert_signed_by(seen, &[&new], &[old]);
+}
+
+#[test]
+fn rotating_without_a_body_generates_a_whsec_secret_that_signs_and_only_admins_read_back() {
+    let rx = Receiver::start(|_, _| Answer::ok());
+    let server = serve(&[]);
+    let created = create_webhook(
+        &server,
+        json!({"url": rx.url("/generated"), "events": ["*"]}),
+    );
+    let hook = id(&created);
+    let old = created["secret"].as_str().unwrap().to_owned();
+
+    let before = SystemTime::now();
+    let rotated = rotate_secret(&server, &hook, None);
+    let new = rotated["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no secret in {rotated}"))
+        .to_owned();
+    let key = new
+        .strip_prefix("whsec_")
+        .and_then(|b64| STANDARD.decode(b64).ok())
+        .unwrap_or_else(|| panic!("not whsec_ and base64: {new:?}"));
+    assert_eq!(key.len(), 32, "{new:?}");
+    assert_ne!(new, old);
+    // The default grace: 24 hours.
+    let expires = parse_rfc3339(rotated["previous_secret_expires_at"].as_str().unwrap());
+    let day = Duration::from_secs(24 * 3600);
+    assert!(
+        expires + Duration::from_secs(60) > before + day
+            && expires < before + day + Duration::from_secs(60),
+        "{rotated}"
+    );
+    assert_eq!(
+        current_secret(&server, &hook),
+        json!({"secret": new, "previous_secret_expires_at": rotated["previous_secret_expires_at"]})
+    );
+
+    // Only create and rotate answer the secret.
+    let one = server.get(&format!("/api/v1/webhooks/{hook}"));
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert!(one.json().get("secret").is_none(), "{}", one.text());
+    let patched = server.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"description": "rotated"})),
+    );
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    let listed = server.get("/api/v1/webhooks");
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    for r in [&one, &patched, &listed] {
+        assert!(
+            !r.text().contains(&new) && !r.text().contains(&old),
+            "a secret in {}",
+            r.text()
+        );
     }
+
+    let r = server.post("/api/v1/tokens", &json!({"name": "r", "scope": "read"}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let read = r.json()["token"].as_str().unwrap().to_owned();
+    let as_read = |path: &str| server.send("GET", path, &[], None, Some(&read));
+    as_read(&format!("/api/v1/webhooks/{hook}/secret")).error(403, "forbidden");
+    // The token itself works: the 403 is its scope.
+    let r = as_read(&format!("/api/v1/webhooks/{hook}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let event_id = id(&publish(&server, "item.created"));
+    let seen = rx.wait_for(&server, 1, SHORT).remove(0);
+    assert_eq!(seen.webhook_id(), event_id);
+    verify(&new, &seen).unwrap_or_else(|e| panic!("{e}: {seen:?}"));
+    // Within the day's grace the generated secret's predecessor signs too.
+    assert_signed_by(&seen, &[&new, &old], &[]);
+
+    let audit = server.get("/api/v1/audit-log?limit=500");
+    assert_eq!(audit.status, 200, "{}", audit.text());
+    assert!(
+        audit.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "webhook.secret_rotated" && e["target"] == hook.as_str()),
+        "{}",
+        audit.text()
+    );
+    for (place, text) in [("audit log", audit.text()), ("server log", server.log())] {
+        assert!(
+            !text.contains(&new) && !text.contains(&old),
+            "a secret in the {place}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_second_rotation_within_the_grace_retires_the_oldest_secret_so_at_most_two_sign() {
+    let rx = Receiver::start(|_, _| Answer::ok());
+    // The default grace of a day: both rotations fall well within it.
+    let server = serve(&[]);
+    let first = "first-raw-secret";
+    let (second, third) = (whsec(2), whsec(3));
+    let hook = id(&create_webhook(
+        &server,
+        json!({"url": rx.url("/twice"), "events": ["*"], "secret": first}),
+    ));
+    rotate_secret(&server, &hook, Some(&json!({"secret": second})));
+    let rotated = rotate_secret(&server, &hook, Some(&json!({"secret": third})));
+    assert_eq!(rotated["secret"], third.as_str(), "{rotated}");
+    assert!(
+        rotated["previous_secret_expires_at"].is_string(),
+        "{rotated}"
+    );
+    assert_eq!(current_secret(&server, &hook)["secret"], third.as_str());
+
+    let event_id = id(&publish(&server, "email.updated"));
+    let seen = rx.wait_for(&server, 1, SHORT).remove(0);
+    assert_eq!(seen.webhook_id(), event_id);
+    assert_signed_by(&seen, &[&third, &second], &[first]);
+}
+
+#[test]
+fn rotating_an_unknown_webhook_is_404_and_an_invalid_secret_is_422_and_changes_nothing() {
+    let server = Server::start();
+    let kept = "kept-raw-secret";
+    let hook = id(&create_webhook(
+        &server,
+        json!({"url": "https://93.184.216.34/hook", "events": ["*"], "secret": kept}),
+    ));
+    let unknown = "wh_00000000000000000000000000";
+    for missing in [unknown, "nonsense"] {
+        let r = server.post(
+            &format!("/api/v1/webhooks/{missing}/rotate-secret"),
+            &json!({"secret": whsec(1)}),
+        );
+        r.error(404, "not_found");
+        let r = server.request(
+            "POST",
+            &format!("/api/v1/webhooks/{missing}/rotate-secret"),
+            None,
+        );
+        r.error(404, "not_found");
+        server
+            .get(&format!("/api/v1/webhooks/{missing}/secret"))
+            .error(404, "not_found");
+    }
+
+    let too_few_bytes = format!("whsec_{}", STANDARD.encode([9u8; 8]));
+    for bad in [
+        json!("short"),
+        json!("whsec_not*base64*at*all"),
+        json!(too_few_bytes),
+        json!("has a space in it"),
+        json!(""),
+        json!(42),
+        // The current secret again: a rotation needs a new one.
+        json!(kept),
+    ] {
+        let r = server.post(
+            &format!("/api/v1/webhooks/{hook}/rotate-secret"),
+            &json!({"secret": bad}),
+        );
+        r.error(422, "validation_failed");
+        assert_eq!(r.error_fields(), ["secret"], "{bad}: {}", r.text());
+        if let Some(bad) = bad.as_str().filter(|b| b.len() >= 8) {
+            assert!(
+                !r.text().contains(bad),
+                "the secret is echoed: {}",
+                r.text()
+            );
+        }
+    }
+    assert_eq!(
+        current_secret(&server, &hook),
+        json!({"secret": kept, "previous_secret_expires_at": null}),
+        "a refused rotation changes nothing"
+    );
+
+    let r = server.request("DELETE", &format!("/api/v1/webhooks/{hook}"), None);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = server.post(
+        &format!("/api/v1/webhooks/{hook}/rotate-secret"),
+        &json!({"secret": whsec(1)}),
+    );
+    r.error(404, "not_found");
 }
 
 /// A receiver answering whatever `status` holds (500 at first), and a server

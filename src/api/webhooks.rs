@@ -38,7 +38,7 @@ pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
     value
 }
 
-fn check_secret(secret: &str) -> Result<(), String> {
+pub(super) fn check_secret(secret: &str) -> Result<(), String> {
     use base64::Engine;
     if let Some(key) = secret.strip_prefix("whsec_") {
         let key = base64::engine::general_purpose::STANDARD
@@ -66,7 +66,7 @@ fn previous_secret_expiry(w: &Webhook) -> Option<String> {
 }
 
 /// Checks `url` and `events` fields that were present, pushing errors.
-fn check_target_and_events(
+pub(super) fn check_target_and_events(
     ctx: &Ctx<'_>,
     url: Option<String>,
     events: Option<&[String]>,
@@ -248,8 +248,24 @@ pub fn rotate_secret(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         fields.finish(errors)?;
         secret
     };
+    if let Some(given) = &secret {
+        let current = ctx.state.reads.with(|conn| webhooks::get(conn, id))?;
+        if current.is_some_and(|w| w.secret == *given) {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "secret",
+                "unchanged",
+                "is the webhook's current secret; a rotation needs a new one",
+            )]));
+        }
+    }
     let secret = secret.unwrap_or_else(crate::secrets::new_webhook_secret);
-    let until = clock::now_ms().saturating_add(ctx.state.limits.secret_grace_ms);
+    // Whole seconds, so that the time shown (RFC 3339, to the second) is
+    // exactly when the old secret stops signing.
+    let until = clock::now_ms()
+        .saturating_add(ctx.state.limits.secret_grace_ms)
+        .saturating_add(999)
+        / 1000
+        * 1000;
     let webhook =
         ctx.state
             .writer

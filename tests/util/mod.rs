@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod receiver;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -461,4 +464,27 @@ pub fn seed_examples() -> Vec<(&'static str, Value)> {
             }),
         ),
     ]
+}
+
+/// Polls `check` until it returns Some, or fails after `timeout` with
+/// `what()` and the server's log.
+pub fn eventually<T>(
+    server: &Server,
+    timeout: Duration,
+    what: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {}\n--- server log ---\n{}",
+            what(),
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
 }
