@@ -1,4 +1,5 @@
-//! The one-shot commands: `token create|list|revoke`, `check`, `backup`.
+//! The one-shot commands: `token create|list|revoke`, `check`, `backup`,
+//! `verify`.
 //!
 //! They open the database file directly and may run while `serve` runs:
 //! SQLite's locking and the busy timeout serialise their short writes with
@@ -13,7 +14,8 @@ use anyhow::{Context, bail};
 use rusqlite::backup::{Backup, StepResult};
 
 use crate::clock;
-use crate::config::{Cidr, Scope, TokenCommand};
+use crate::config::{Cidr, Scope, TokenCommand, VerifyArgs};
+use crate::delivery::sign;
 use crate::ids::{self, Kind};
 use crate::secrets;
 use crate::store::audit::{self, Actor};
@@ -224,5 +226,59 @@ pub fn backup(db: &Path, dest: &Path) -> anyhow::Result<()> {
     }
     result?;
     println!("backed up {} to {}", db.display(), dest.display());
+    Ok(())
+}
+
+/// `hookbox verify`: whether a captured request verifies, said the way a
+/// receiver's developer needs to hear it.
+pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("reading the body from standard input")?;
+    let entries = args.signature.split_whitespace().count();
+    if entries == 0
+        || !args
+            .signature
+            .split_whitespace()
+            .all(|e| e.starts_with("v1,"))
+    {
+        bail!("the signature must be one or more space-separated v1,<base64> entries");
+    }
+    let Some(entry) = sign::verify(
+        &args.secret,
+        &args.id,
+        args.timestamp,
+        &body,
+        &args.signature,
+    ) else {
+        bail!(
+            "signature does not match: none of its {entries} entries is this secret's HMAC of \
+             \"{id}.{timestamp}.<the {n} body bytes>\". Check the secret (a whsec_ secret's key is \
+             the base64 after the prefix), that the body is byte for byte what was received \
+             (no re-encoded JSON, no added newline), and the id and timestamp headers",
+            id = args.id,
+            timestamp = args.timestamp,
+            n = body.len(),
+        );
+    };
+    let age = clock::now_ms() / 1000 - args.timestamp;
+    let tolerance = i64::try_from(args.tolerance.as_secs()).unwrap_or(i64::MAX);
+    if age.abs() > tolerance {
+        bail!(
+            "signature matches (entry {} of {entries}), but the timestamp is {} {}; a receiver \
+             must refuse it as a possible replay (--tolerance widens the window for old captures)",
+            entry + 1,
+            clock::human_duration(age.abs().saturating_mul(1000)),
+            if age > 0 { "old" } else { "in the future" },
+        );
+    }
+    println!(
+        "ok: signature matches (entry {} of {entries}) and the timestamp is {} s {}",
+        entry + 1,
+        age.abs(),
+        if age >= 0 { "old" } else { "ahead" }
+    );
     Ok(())
 }

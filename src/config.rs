@@ -36,6 +36,29 @@ pub enum Command {
     Backup(BackupArgs),
     /// Check the database's integrity and schema version; exit 1 on any problem.
     Check(DbArgs),
+    /// Check a captured webhook request's signature (body on standard input),
+    /// as a receiver should; exit 1 unless it verifies and is recent.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The webhook's secret (`whsec_…`, or any other string as is).
+    #[arg(long, env = "HOOKBOX_SECRET")]
+    pub secret: String,
+    /// The `webhook-id` header.
+    #[arg(long)]
+    pub id: String,
+    /// The `webhook-timestamp` header (Unix seconds).
+    #[arg(long)]
+    pub timestamp: i64,
+    /// The `webhook-signature` header (one or more `v1,…` entries).
+    #[arg(long)]
+    pub signature: String,
+    /// How far the timestamp may be from now; older requests are refused
+    /// as replays (a receiver should do the same).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub tolerance: Duration,
 }
 
 #[derive(Debug, Args, Clone)]

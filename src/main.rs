@@ -12,6 +12,7 @@ mod clock;
 mod config;
 mod delivery;
 mod ids;
+mod notify;
 mod secrets;
 mod serve;
 mod store;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Command::Token(command) => admin::token(command),
         Command::Check(args) => admin::check(&args.db),
         Command::Backup(args) => admin::backup(&args.db.db, &args.dest),
+        Command::Verify(args) => admin::verify(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

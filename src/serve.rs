@@ -29,9 +29,10 @@ use crate::api::{self, Limits, RateLimiter, State};
 use crate::catalog::{self, Catalog};
 use crate::clock;
 use crate::config::{Scope, ServeArgs};
-use crate::delivery::worker::RetryPolicy;
-use crate::delivery::{Engine, Settings, scheduler};
+use crate::delivery::worker::{self, RetryPolicy};
+use crate::delivery::{Engine, Liveness, SCHEDULER_STUCK_MS, Settings, scheduler};
 use crate::ids::{self, Kind};
+use crate::notify::{self, Notifier};
 use crate::secrets;
 use crate::store::audit::{self, Actor};
 use crate::store::writer::{Wakeups, WriterConfig};
@@ -112,8 +113,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             trust_proxy: args.trust_proxy.clone(),
             max_body_size: args.max_body_size,
             secret_grace_ms: i64::try_from(args.secret_grace.as_millis()).unwrap_or(i64::MAX),
+            delivery_timeout: args.delivery_timeout,
         },
         rate: RateLimiter::new(args.api_rate_limit),
+        agent: worker::agent(args.allow_targets.clone(), args.delivery_timeout),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let http_threads = args.http_threads as usize;
@@ -141,10 +144,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         log::warn!("--alert-url is accepted but alerts are not sent yet");
     }
     log::info!("listening on http://{addr}");
+    let notifier = Arc::new(Notifier::from_env());
+    notifier.send("READY=1\n");
+    let watchdog = start_watchdog(
+        &notifier,
+        &writer,
+        engine.as_ref().map(Engine::liveness),
+        &stopping,
+    )?;
 
     if let Some(signal) = signals.forever().next() {
         log::info!("received signal {signal}; stopping");
     }
+    notifier.send("STOPPING=1\n");
     let stop_began = Instant::now();
     // The API threads finish the requests they hold and return; what is
     // still queued is drained here. Then the last writer handle goes with
@@ -172,8 +184,49 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if writer_thread.join().is_err() {
         log::error!("the writer thread panicked while stopping");
     }
+    if let Some(watchdog) = watchdog
+        && watchdog.join().is_err()
+    {
+        log::error!("the watchdog thread panicked");
+    }
     log::info!("stopped");
     Ok(())
+}
+
+/// Under systemd with `WatchdogSec=`, the thread that pings it while the
+/// writer commits (an empty commit within half the interval) and the
+/// scheduler goes round; nothing otherwise.
+fn start_watchdog(
+    notifier: &Arc<Notifier>,
+    writer: &writer::WriterHandle,
+    scheduler: Option<Liveness>,
+    stopping: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    let Some(interval) = notify::watchdog_interval().filter(|_| notifier.enabled()) else {
+        return Ok(None);
+    };
+    log::info!(
+        "systemd watchdog: pinging every {} ms while the writer and scheduler make progress",
+        interval.as_millis() / 2
+    );
+    let writer = writer.clone();
+    let healthy = move |timeout: Duration| {
+        writer
+            .ping(timeout)
+            .map_err(|e| format!("the database writer does not commit ({e})"))?;
+        if let Some(scheduler) = &scheduler {
+            let idle = scheduler.scheduler_idle_ms(clock::now_ms());
+            if idle > SCHEDULER_STUCK_MS {
+                return Err(format!(
+                    "the delivery scheduler has not gone round for {idle} ms"
+                ));
+            }
+        }
+        Ok(())
+    };
+    let thread = notify::spawn_watchdog(notifier.clone(), interval, stopping.clone(), healthy)
+        .context("starting the watchdog thread")?;
+    Ok(Some(thread))
 }
 
 fn join(nets: &[crate::config::Cidr]) -> String {

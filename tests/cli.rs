@@ -680,3 +680,86 @@ fn token_create_allow_pins_a_token_to_client_networks() {
     assert!(!out.status.success(), "{}", show(&out));
     assert!(stderr(&out).contains("10.0.0.0/99"), "{}", show(&out));
 }
+
+/// `hookbox verify` with the body on standard input.
+fn verify(args: &[&str], body: &[u8]) -> Output {
+    let mut child = hookbox()
+        .arg("verify")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn verify_tells_a_receivers_developer_whether_a_captured_request_verifies() {
+    // The Standard Webhooks reference vector (SPEC section 4).
+    let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+    let reference = [
+        "--secret",
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        "--id",
+        "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+        "--timestamp",
+        "1649367553",
+        "--signature",
+        "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+    ];
+    // Signed correctly, but years ago: a replay, refused.
+    let out = verify(&reference, body);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(stderr(&out).contains("signature matches"), "{}", show(&out));
+    assert!(stderr(&out).contains("replay"), "{}", show(&out));
+    // Widened for an old capture, it passes; the matching entry is named.
+    let mut wide = reference.to_vec();
+    wide.extend(["--tolerance", "10000d"]);
+    let out = verify(&wide, body);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("ok: signature matches (entry 1 of 1)"),
+        "{}",
+        show(&out)
+    );
+    // One byte more (an added newline) and it no longer verifies.
+    let out = verify(&wide, &[&body[..], b"\n"].concat());
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(stderr(&out).contains("does not match"), "{}", show(&out));
+    assert!(stderr(&out).contains("52 body bytes"), "{}", show(&out));
+
+    // A raw secret (the seed's), signed now, with two entries as during a
+    // rotation: the second one matches.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let signature = format!(
+        "v1,bm90IHRoaXMgb25l {}",
+        util::receiver::sign("your-secret-key", "evt_1", &now, body)
+    );
+    let args = [
+        "--secret",
+        "your-secret-key",
+        "--id",
+        "evt_1",
+        "--timestamp",
+        &now,
+        "--signature",
+        &signature,
+    ];
+    let out = verify(&args, body);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains("entry 2 of 2"), "{}", show(&out));
+    let mut wrong = args.to_vec();
+    wrong[1] = "another-secret-key";
+    assert!(!verify(&wrong, body).status.success());
+    let mut garbage = args.to_vec();
+    garbage[7] = "sha256=abc";
+    let out = verify(&garbage, body);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("v1,"), "{}", show(&out));
+}

@@ -23,6 +23,7 @@ mod deliveries;
 mod error;
 mod events;
 mod router;
+mod tester;
 mod tokens;
 mod webhooks;
 
@@ -57,6 +58,9 @@ pub struct State {
     pub catalog: Catalog,
     pub limits: Limits,
     pub rate: RateLimiter,
+    /// The delivery engine's kind of agent (target policy, timeouts, no
+    /// redirects), for the tester.
+    pub agent: ureq::Agent,
 }
 
 /// Read and write timeout of every API socket: a client silent this long
@@ -82,6 +86,8 @@ pub struct Limits {
     pub max_body_size: u64,
     /// How long a rotated-out webhook secret keeps signing.
     pub secret_grace_ms: i64,
+    /// `--delivery-timeout`, which the tester holds receivers to.
+    pub delivery_timeout: Duration,
 }
 
 /// A response before it is written.

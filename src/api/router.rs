@@ -3,7 +3,7 @@
 use tiny_http::Method;
 
 use super::error::ApiError;
-use super::{Ctx, Reply, audit, deliveries, events, tokens, webhooks};
+use super::{Ctx, Reply, audit, deliveries, events, tester, tokens, webhooks};
 use crate::config::Scope;
 
 /// Every endpoint of the API, with its path parameters.
@@ -16,6 +16,8 @@ pub enum Endpoint {
     DeleteWebhook(String),
     RotateSecret(String),
     GetSecret(String),
+    TestUrl,
+    TestWebhook(String),
     ListEventTypes,
     CreateEventType,
     ListEvents,
@@ -62,6 +64,8 @@ impl Endpoint {
                 | Endpoint::ReplayWebhook(_)
                 | Endpoint::RotateSecret(_)
                 | Endpoint::CreateToken
+                | Endpoint::TestUrl
+                | Endpoint::TestWebhook(_)
         )
     }
 }
@@ -80,6 +84,8 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         (["webhooks"], Get) => Endpoint::ListWebhooks,
         (["webhooks"], Post) => Endpoint::CreateWebhook,
         (["webhooks"], _) => return Err(ApiError::method_not_allowed(&["GET", "POST"])),
+        (["webhooks", "test"], Post) => Endpoint::TestUrl,
+        (["webhooks", "test"], _) => return Err(ApiError::method_not_allowed(&["POST"])),
         (["webhooks", id], Get) => Endpoint::GetWebhook(id.to_string()),
         (["webhooks", id], Patch) => Endpoint::UpdateWebhook(id.to_string()),
         (["webhooks", id], Delete) => Endpoint::DeleteWebhook(id.to_string()),
@@ -92,6 +98,8 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         (["webhooks", _, "rotate-secret"], _) => {
             return Err(ApiError::method_not_allowed(&["POST"]));
         }
+        (["webhooks", id, "test"], Post) => Endpoint::TestWebhook(id.to_string()),
+        (["webhooks", _, "test"], _) => return Err(ApiError::method_not_allowed(&["POST"])),
         (["webhooks", id, "secret"], Get) => Endpoint::GetSecret(id.to_string()),
         (["webhooks", _, "secret"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
         (["tokens"], Get) => Endpoint::ListTokens,
@@ -138,6 +146,8 @@ pub fn dispatch(ctx: &Ctx<'_>, endpoint: Endpoint) -> Result<Reply, ApiError> {
         Endpoint::RetryDelivery(id) => deliveries::retry(ctx, &id),
         Endpoint::RotateSecret(id) => webhooks::rotate_secret(ctx, &id),
         Endpoint::GetSecret(id) => webhooks::secret(ctx, &id),
+        Endpoint::TestUrl => tester::test_url(ctx),
+        Endpoint::TestWebhook(id) => tester::test_webhook(ctx, &id),
         Endpoint::ListTokens => tokens::list(ctx),
         Endpoint::CreateToken => tokens::create(ctx),
         Endpoint::RevokeToken(id) => tokens::revoke(ctx, &id),
@@ -201,6 +211,8 @@ mod tests {
             Endpoint::RetryDelivery(String::new()),
             Endpoint::RotateSecret(String::new()),
             Endpoint::GetSecret(String::new()),
+            Endpoint::TestUrl,
+            Endpoint::TestWebhook(String::new()),
             Endpoint::ListTokens,
             Endpoint::CreateToken,
             Endpoint::RevokeToken(String::new()),

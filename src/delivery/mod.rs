@@ -8,7 +8,7 @@ pub mod target;
 pub mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,22 @@ pub struct Engine {
     stopping: Arc<AtomicBool>,
     scheduler: thread::JoinHandle<()>,
     workers: Vec<thread::JoinHandle<()>>,
+    heartbeat: Arc<AtomicI64>,
+}
+
+/// How long the scheduler's loop may go without a round before it counts
+/// as stuck: it goes round at least every second (its safety net).
+pub const SCHEDULER_STUCK_MS: i64 = 10_000;
+
+/// Whether the scheduler is going round, without holding the [`Engine`].
+#[derive(Clone)]
+pub struct Liveness(Arc<AtomicI64>);
+
+impl Liveness {
+    /// How long ago the scheduler last went round.
+    pub fn scheduler_idle_ms(&self, now: i64) -> i64 {
+        now - self.0.load(Ordering::Relaxed)
+    }
 }
 
 fn spawn_error(e: std::io::Error) -> StoreError {
@@ -69,7 +85,15 @@ impl Engine {
                     .map_err(spawn_error)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let scheduler = scheduler::Scheduler::new(conn, writer, wakeups, jobs_tx, settings.limits)?;
+        let heartbeat = Arc::new(AtomicI64::new(crate::clock::now_ms()));
+        let scheduler = scheduler::Scheduler::new(
+            conn,
+            writer,
+            wakeups,
+            jobs_tx,
+            settings.limits,
+            heartbeat.clone(),
+        )?;
         let inputs = scheduler::Inputs {
             woken,
             done: done_rx,
@@ -84,7 +108,12 @@ impl Engine {
             stopping,
             scheduler,
             workers,
+            heartbeat,
         })
+    }
+
+    pub fn liveness(&self) -> Liveness {
+        Liveness(self.heartbeat.clone())
     }
 
     /// Stops handing out work, lets attempts in flight finish until

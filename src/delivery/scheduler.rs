@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
@@ -107,6 +108,8 @@ pub struct Scheduler {
     /// wake-ups: set after a 410 stopped a webhook locally, so that the
     /// database's word (disabled, or enabled again since) wins soon after.
     reload_at: Option<i64>,
+    /// When the loop last went round (Unix ms), for the watchdog.
+    heartbeat: Arc<AtomicI64>,
 }
 
 impl Scheduler {
@@ -116,6 +119,7 @@ impl Scheduler {
         wakeups: Arc<Wakeups>,
         jobs: Sender<Job>,
         limits: Limits,
+        heartbeat: Arc<AtomicI64>,
     ) -> Result<Scheduler, StoreError> {
         let mut scheduler = Scheduler {
             conn,
@@ -128,6 +132,7 @@ impl Scheduler {
             held: HashSet::new(),
             last_sweep: clock::now_ms(),
             reload_at: None,
+            heartbeat,
         };
         scheduler.reload()?;
         Ok(scheduler)
@@ -136,6 +141,7 @@ impl Scheduler {
     /// Runs until `inputs.stop` fires or closes.
     pub fn run(mut self, inputs: Inputs) {
         loop {
+            self.heartbeat.store(clock::now_ms(), Ordering::Relaxed);
             let reload_due = self.reload_at.is_some_and(|at| at <= clock::now_ms());
             if (self.wakeups.take_webhooks() || reload_due)
                 && let Err(e) = self.reload()

@@ -43,6 +43,21 @@ pub fn header(secrets: &[String], msg_id: &str, timestamp: i64, body: &[u8]) -> 
         .join(" ")
 }
 
+/// Which entry of a `webhook-signature` header (0-based) is `secret`'s
+/// signature of `body`, if any; compared in constant time.
+pub fn verify(
+    secret: &str,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> Option<usize> {
+    let expected = signature(secret, msg_id, timestamp, body);
+    header
+        .split_whitespace()
+        .position(|entry| crate::secrets::constant_time_eq(entry.as_bytes(), expected.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

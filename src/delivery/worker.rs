@@ -110,13 +110,36 @@ pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
 pub fn send(agent: &ureq::Agent, job: &Job, policy: &RetryPolicy) -> Outcome {
     let timestamp = clock::now_ms() / 1000;
     let signature = sign::header(&job.secrets, &job.event_id, timestamp, &job.payload);
+    let message = Message {
+        msg_id: &job.event_id,
+        timestamp,
+        signature,
+        payload: &job.payload,
+    };
+    post(agent, &job.url, &message, policy.max)
+}
+
+/// One request as a receiver gets it: the Standard Webhooks headers and the
+/// body. The tester sends deliberately wrong ones through the same path.
+pub struct Message<'a> {
+    pub msg_id: &'a str,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// The whole `webhook-signature` value.
+    pub signature: String,
+    pub payload: &'a [u8],
+}
+
+/// POSTs `message` to `url` and reports what happened; `Retry-After` is
+/// capped at `retry_cap`.
+pub fn post(agent: &ureq::Agent, url: &str, message: &Message<'_>, retry_cap: Duration) -> Outcome {
     let result = agent
-        .post(&job.url)
+        .post(url)
         .header("Content-Type", "application/json")
-        .header("webhook-id", &job.event_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .send(&job.payload[..]);
+        .header("webhook-id", message.msg_id)
+        .header("webhook-timestamp", message.timestamp.to_string())
+        .header("webhook-signature", &message.signature)
+        .send(message.payload);
     match result {
         Ok(mut response) => {
             let status = response.status().as_u16();
@@ -125,7 +148,7 @@ pub fn send(agent: &ureq::Agent, job: &Job, policy: &RetryPolicy) -> Outcome {
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| backoff::retry_after(v, SystemTime::now(), policy.max)),
+                    .and_then(|v| backoff::retry_after(v, SystemTime::now(), retry_cap)),
                 _ => None,
             };
             let mut body = Vec::new();

@@ -47,6 +47,9 @@ type Reply<T> = Sender<Result<T, StoreError>>;
 pub enum WriteOp {
     Publish {
         event: Event,
+        /// Deliver to this webhook only, whatever its filters (a test
+        /// event); `None`: to every webhook whose filters match.
+        only: Option<String>,
         reply: Reply<PublishOutcome>,
     },
     CreateWebhook {
@@ -212,6 +215,8 @@ pub enum PublishOutcome {
     Replayed(Event),
     /// The idempotency key was seen before with a different request.
     KeyConflict,
+    /// A test event's webhook does not exist (nothing was stored).
+    NoSuchWebhook,
 }
 
 /// The API side of the writer: sends ops and waits for their commit.
@@ -232,7 +237,24 @@ impl WriterHandle {
     }
 
     pub fn publish(&self, event: Event) -> Result<PublishOutcome, StoreError> {
-        self.call(|reply| WriteOp::Publish { event, reply })
+        self.call(|reply| WriteOp::Publish {
+            event,
+            only: None,
+            reply,
+        })
+    }
+
+    /// Publishes `event` to the one webhook `webhook_id`, if it exists.
+    pub fn publish_to(
+        &self,
+        event: Event,
+        webhook_id: String,
+    ) -> Result<PublishOutcome, StoreError> {
+        self.call(|reply| WriteOp::Publish {
+            event,
+            only: Some(webhook_id),
+            reply,
+        })
     }
 
     pub fn create_webhook(&self, webhook: Webhook, actor: Actor) -> Result<(), StoreError> {
@@ -418,6 +440,13 @@ impl Subscriptions {
             Ok(i) => self.0[i].1 = filters,
             Err(i) => self.0.insert(i, (w.id.clone(), filters)),
         }
+    }
+
+    fn get(&self, id: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(w, _)| w.as_str().cmp(id))
+            .ok()
+            .map(|i| self.0[i].0.as_str())
     }
 
     fn remove(&mut self, id: &str) {
@@ -622,8 +651,8 @@ impl Writer {
     fn apply(&mut self, op: WriteOp) -> (bool, Completion) {
         let now = clock::now_ms();
         match op {
-            WriteOp::Publish { event, reply } => {
-                let result = self.publish(event, now);
+            WriteOp::Publish { event, only, reply } => {
+                let result = self.publish(event, only.as_deref(), now);
                 (
                     matches!(result, Ok(PublishOutcome::Created { .. })),
                     answer(reply, result),
@@ -859,7 +888,12 @@ impl Writer {
         }
     }
 
-    fn publish(&mut self, mut event: Event, now: i64) -> Result<PublishOutcome, StoreError> {
+    fn publish(
+        &mut self,
+        mut event: Event,
+        only: Option<&str>,
+        now: i64,
+    ) -> Result<PublishOutcome, StoreError> {
         if let Some(key) = &event.idempotency_key
             && let Some(original) = events::find_by_idempotency_key(&self.conn, key)?
         {
@@ -869,7 +903,13 @@ impl Writer {
                 PublishOutcome::KeyConflict
             });
         }
-        let targets: Vec<&str> = self.subscriptions.matching(&event.event_type).collect();
+        let targets: Vec<&str> = match only {
+            Some(id) => self.subscriptions.get(id).into_iter().collect(),
+            None => self.subscriptions.matching(&event.event_type).collect(),
+        };
+        if only.is_some() && targets.is_empty() {
+            return Ok(PublishOutcome::NoSuchWebhook);
+        }
         event.deliveries = targets.len() as i64;
         self.wake_work |= !targets.is_empty();
         event.created_at = now;
