@@ -50,6 +50,15 @@ pub struct ClientConnection {
 
     // hookbox patch: bodies up to this size are read on this thread.
     preread_body_bytes: usize,
+
+    // hookbox patch: the time left to read the current request, enforced
+    // by the socket (`util::deadline`); told here when a request begins and
+    // when it has been read.
+    deadline: std::sync::Arc<crate::util::RequestDeadline>,
+
+    // hookbox patch: a byte of the current request has arrived, so a
+    // timeout is answered 408 rather than closed silently.
+    request_begun: bool,
 }
 
 /// Error that can happen when reading a request.
@@ -62,12 +71,14 @@ enum ReadError {
     ReadIoError(IoError),
 }
 
+
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         preread_body_bytes: usize,
+        deadline: std::sync::Arc<crate::util::RequestDeadline>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -86,6 +97,8 @@ impl ClientConnection {
             abandoned: Default::default(),
             closer,
             preread_body_bytes,
+            deadline,
+            request_begun: false,
         }
     }
 
@@ -98,7 +111,7 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    fn read_next_line(&mut self, request_line: bool) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -109,6 +122,13 @@ impl ClientConnection {
                 Some(b) => b?,
                 None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
             };
+
+            // hookbox patch: the request has begun; its clock runs (if it
+            // was not already running from the first byte on the socket).
+            if request_line && !self.request_begun {
+                self.request_begun = true;
+                self.deadline.request_started();
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
@@ -133,7 +153,10 @@ impl ClientConnection {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line();
+                // hookbox patch: a new request may begin; see `deadline`.
+                self.request_begun = false;
+                self.deadline.expect_request();
+                let line = self.read_next_line(true);
 
                 // hookbox patch: whatever follows a body that was not read to
                 // its end is not a request, nor an error to answer.
@@ -154,7 +177,7 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(|e| match e.kind() {
+                    let line = self.read_next_line(false).map_err(|e| match e.kind() {
                         ErrorKind::InvalidData => ReadError::WrongHeader(version.clone()),
                         _ => ReadError::ReadIoError(e),
                     })?;
@@ -216,6 +239,10 @@ impl ClientConnection {
             }
         })?;
 
+        // hookbox patch: read in time; the deadline is off until the next
+        // request begins.
+        self.deadline.request_read();
+
         // return the request
         Ok(request)
     }
@@ -255,7 +282,12 @@ impl Iterator for ClientConnection {
                                  // se we have to close
                 }
 
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
+                // hookbox patch: only a request that had begun gets its 408;
+                // a connection silent from the start (or idle between
+                // requests) is closed without an answer.
+                Err(ReadError::ReadIoError(ref err))
+                    if err.kind() == ErrorKind::TimedOut && self.request_begun =>
+                {
                     // request timeout
                     let writer = self.sink.next().unwrap();
                     let response = Response::new_empty(StatusCode(408));
