@@ -2,7 +2,7 @@
 //! arrive within `--request-timeout` of its first byte (of connect, for a
 //! new connection), however the client paces its bytes; a flood of idle and
 //! trickling connections neither starves real requests nor outlives its
-//! clients.
+//! clients; an over-long URL is answered 414.
 //!
 //! Each trickling client paces its bytes by waiting for an answer with a
 //! read timeout, so it also sees the server's 408 or close the moment it
@@ -370,4 +370,28 @@ fn idle_and_trickling_connections_neither_starve_real_requests_nor_outlive_their
         failures.join("\n"),
         server.log()
     );
+}
+
+#[test]
+fn an_over_long_url_gets_414_and_an_over_long_header_still_gets_400() {
+    let server = Server::start();
+    let long_url = format!(
+        "GET /api/v1/events?q={} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        "a".repeat(9 * 1024),
+        server.addr,
+        server.token
+    );
+    let r = server.send_raw(long_url.as_bytes()).unwrap();
+    assert_eq!(r.status, 414, "{}", r.text());
+    // Just under the line limit is served.
+    let path = format!("/api/v1/events?q={}", "a".repeat(8 * 1024 - 100));
+    assert_eq!(server.get(&path).status, 200);
+    // A long header line is not a long URL.
+    let long_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Long: {}\r\n\r\n",
+        server.addr,
+        "a".repeat(9 * 1024)
+    );
+    let r = server.send_raw(long_header.as_bytes()).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
 }

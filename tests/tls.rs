@@ -4,7 +4,7 @@
 //!
 //! The hardening of the plain listener (vendor/tiny_http/PATCHES.md) must
 //! hold under TLS too: unread bodies never become requests, a request that
-//! takes too long is cut off.
+//! takes too long is cut off, an over-long URL is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -467,4 +467,20 @@ fn over_tls_a_request_sent_a_byte_at_a_time_is_cut_off_at_the_request_timeout() 
     );
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+}
+
+#[test]
+fn over_tls_an_over_long_url_gets_414() {
+    let pki = Pki::new();
+    let server = start_tls(&pki, &[]);
+    let mut client = RawTls::connect(&server, &pki.cert_der);
+    let head = format!(
+        "GET /api/v1/events?q={} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        "a".repeat(9 * 1024),
+        server.addr,
+        server.token
+    );
+    let _ = client.send(head.as_bytes());
+    let r = client.response().expect("an answer");
+    assert_eq!(r.status, 414, "{}", r.text());
 }

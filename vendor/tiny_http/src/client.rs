@@ -68,9 +68,25 @@ enum ReadError {
     WrongHeader(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
+    /// hookbox patch: a request line over `MAX_LINE_BYTES` that starts like
+    /// one (a method, a space): its URL is too long.
+    UriTooLong,
     ReadIoError(IoError),
 }
 
+/// hookbox patch: the error inside the `InvalidData` I/O error that
+/// `read_next_line` returns for an over-long request line whose start reads
+/// as a method and a URL.
+#[derive(Debug)]
+struct UriTooLong;
+
+impl std::fmt::Display for UriTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request line too long")
+    }
+}
+
+impl std::error::Error for UriTooLong {}
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
@@ -141,6 +157,9 @@ impl ClientConnection {
             // hookbox patch: bound the request line and each header line, so
             // that a client cannot grow this buffer without limit.
             if buf.len() >= MAX_LINE_BYTES {
+                if request_line && starts_like_a_request_line(&buf) {
+                    return Err(IoError::new(ErrorKind::InvalidData, UriTooLong));
+                }
                 return Err(IoError::new(ErrorKind::InvalidData, "header line too long"));
             }
             buf.push(byte);
@@ -165,6 +184,11 @@ impl ClientConnection {
                     return Err(ReadError::ReadIoError(ended));
                 }
                 let line = line.map_err(|e| match e.kind() {
+                    ErrorKind::InvalidData
+                        if e.get_ref().is_some_and(|inner| inner.is::<UriTooLong>()) =>
+                    {
+                        ReadError::UriTooLong
+                    }
                     ErrorKind::InvalidData => ReadError::WrongRequestLine,
                     _ => ReadError::ReadIoError(e),
                 })?;
@@ -282,6 +306,18 @@ impl Iterator for ClientConnection {
                                  // se we have to close
                 }
 
+                // hookbox patch: a request line too long for us is a URL too
+                // long (RFC 9112 section 3); the rest of the line is unread,
+                // so the connection ends.
+                Err(ReadError::UriTooLong) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(414));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
+                }
+
                 // hookbox patch: only a request that had begun gets its 408;
                 // a connection silent from the start (or idle between
                 // requests) is closed without an answer.
@@ -349,6 +385,20 @@ impl Iterator for ClientConnection {
     }
 }
 
+/// hookbox patch: whether an (over-long, unfinished) request line starts
+/// with a method token and a space, then a URL.
+fn starts_like_a_request_line(line: &[u8]) -> bool {
+    match line.iter().position(|b| *b == b' ') {
+        Some(space) => {
+            space > 0
+                && line[..space].iter().all(|b| b.is_ascii_uppercase())
+                && line.len() > space + 1
+                && line[space + 1] != b' '
+        }
+        None => false,
+    }
+}
+
 /// Parses a "HTTP/1.1" string.
 fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
     let (major, minor) = match version {
@@ -389,5 +439,18 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+    }
+
+    #[test]
+    fn over_long_lines_that_start_like_a_request_line() {
+        use super::starts_like_a_request_line as like;
+        assert!(like(b"GET /aaaa"));
+        assert!(like(b"POST http://x/aaaa"));
+        assert!(!like(b"GET"));
+        assert!(!like(b" GET /a"));
+        assert!(!like(b"GET  /a"));
+        assert!(!like(b"get /a"));
+        assert!(!like(b"X-Long: aaaa"));
+        assert!(!like(&[0xff, b' ', b'/']));
     }
 }
