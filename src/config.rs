@@ -25,6 +25,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: boxing `ServeArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the appliance: the API, the store and (later) the delivery engine.
@@ -207,6 +209,18 @@ pub struct ServeArgs {
     /// The largest request body accepted, in bytes (`256KiB`, `1MiB` also work).
     #[arg(long, env = "HOOKBOX_MAX_BODY_SIZE", default_value = "256KiB", value_parser = parse_size)]
     pub max_body_size: u64,
+    /// How long a client may take to send one request, head and body: from
+    /// its first byte, or for a new connection from connect (TLS handshake
+    /// included). Past it the connection is closed, with a 408 if the
+    /// request had begun.
+    #[arg(long, env = "HOOKBOX_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Serve the API over HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "HOOKBOX_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "HOOKBOX_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// An IP network such as `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.

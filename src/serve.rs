@@ -3,8 +3,8 @@
 //!
 //! Start: open the store (migrating it), make the first admin token if there
 //! is none, load the catalog, start the writer, bind the listener, start the
-//! API threads, then log `listening on http://ADDR` — only once requests can
-//! be answered. Stop (SIGTERM or SIGINT): stop taking requests, let the API
+//! API threads, then log `listening on http://ADDR` (`https://` with
+//! `--tls-cert`) — only once requests can be answered. Stop (SIGTERM or SIGINT): stop taking requests, let the API
 //! threads finish the ones they hold, then drop the last writer handle so the
 //! writer commits what is queued and closes the database.
 //!
@@ -39,6 +39,8 @@ use crate::store::writer::{Wakeups, WriterConfig};
 use crate::store::{self, ReadPool, events, tokens, writer};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // A bad certificate or key is refused before the database is touched.
+    let tls = tls_config(&args)?;
     let db = &args.db.db;
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let conn =
@@ -88,15 +90,31 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         log::warn!("delivery is paused (--pause-delivery): events are stored, nothing is sent");
     }
 
+    if args.request_timeout.is_zero() {
+        return Err(anyhow!("--request-timeout must be longer than 0"));
+    }
     let limits = tiny_http::ConnectionLimits {
         // Every body the API accepts is read on its connection's thread, so
         // a client stalled mid-body never holds an API thread.
         preread_body_bytes: usize::try_from(args.max_body_size).unwrap_or(usize::MAX),
         timeout: Some(api::SOCKET_TIMEOUT),
+        // A client sending a byte now and then would hold its connection's
+        // thread for ever under `timeout` alone, which bounds each read.
+        request_timeout: Some(args.request_timeout),
         max_connections: api::MAX_CONNECTIONS,
     };
-    let server = tiny_http::Server::http_with_limits(args.listen, limits)
-        .map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
+    let (server, scheme) = match tls {
+        Some(tls) => {
+            let server = tiny_http::Server::https_with_limits(args.listen, tls, limits)
+                .map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
+            (server, "https")
+        }
+        None => {
+            let server = tiny_http::Server::http_with_limits(args.listen, limits)
+                .map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
+            (server, "http")
+        }
+    };
     let server = Arc::new(server);
     let addr = server
         .server_addr()
@@ -143,7 +161,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.alert_url.is_some() {
         log::warn!("--alert-url is accepted but alerts are not sent yet");
     }
-    log::info!("listening on http://{addr}");
+    log::info!("listening on {scheme}://{addr}");
     let notifier = Arc::new(Notifier::from_env());
     notifier.send("READY=1\n");
     let watchdog = start_watchdog(
@@ -227,6 +245,36 @@ fn start_watchdog(
     let thread = notify::spawn_watchdog(notifier.clone(), interval, stopping.clone(), healthy)
         .context("starting the watchdog thread")?;
     Ok(Some(thread))
+}
+
+/// The certificate chain and key of `--tls-cert` and `--tls-key`, read and
+/// checked, or `None` for plain HTTP. (Clap refuses one without the other.)
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<tiny_http::SslConfig>> {
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => return Ok(None),
+        _ => {
+            return Err(anyhow!(
+                "--tls-cert and --tls-key go together: give both or neither"
+            ));
+        }
+    };
+    let certificate = std::fs::read(cert)
+        .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
+    let private_key =
+        std::fs::read(key).with_context(|| format!("reading the TLS key {}", key.display()))?;
+    let config = tiny_http::SslConfig {
+        certificate,
+        private_key,
+    };
+    config.check().map_err(|e| {
+        anyhow!(
+            "loading the TLS certificate {} and key {}: {e}",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    Ok(Some(config))
 }
 
 fn join(nets: &[crate::config::Cidr]) -> String {

@@ -328,6 +328,19 @@ fn framing_rows(server: &Server, path: &str, good: &[u8]) -> Vec<Row> {
             Expect::Http(400),
         ),
         row(
+            "a URL over 8 KiB",
+            request(
+                server,
+                "POST",
+                &format!("{path}?q={}", "u".repeat(9 * 1024)),
+                Some("application/json"),
+                &[],
+                good,
+            ),
+            End::Open,
+            Expect::Http(414),
+        ),
+        row(
             "200 header lines",
             request(
                 server,

@@ -269,7 +269,12 @@ pub fn spawn_command(mut command: Command) -> (Child, Arc<Mutex<String>>, Socket
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            // `https://` when serving TLS (`--tls-cert`, tests/tls.rs).
+            let listening = line
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1));
+            if let Some(rest) = listening {
                 let _ = tx.send(rest.trim().to_owned());
             }
             let mut log = sink.lock().unwrap();

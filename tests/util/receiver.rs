@@ -231,6 +231,7 @@ impl Receiver {
         let limits = tiny_http::ConnectionLimits {
             preread_body_bytes: 0,
             timeout: None,
+            request_timeout: None,
             max_connections: usize::MAX,
         };
         let server = tiny_http::Server::http_with_limits(("127.0.0.1", port), limits)

@@ -50,6 +50,15 @@ pub struct ClientConnection {
 
     // hookbox patch: bodies up to this size are read on this thread.
     preread_body_bytes: usize,
+
+    // hookbox patch: the time left to read the current request, enforced
+    // by the socket (`util::deadline`); told here when a request begins and
+    // when it has been read.
+    deadline: std::sync::Arc<crate::util::RequestDeadline>,
+
+    // hookbox patch: a byte of the current request has arrived, so a
+    // timeout is answered 408 rather than closed silently.
+    request_begun: bool,
 }
 
 /// Error that can happen when reading a request.
@@ -59,8 +68,25 @@ enum ReadError {
     WrongHeader(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
+    /// hookbox patch: a request line over `MAX_LINE_BYTES` that starts like
+    /// one (a method, a space): its URL is too long.
+    UriTooLong,
     ReadIoError(IoError),
 }
+
+/// hookbox patch: the error inside the `InvalidData` I/O error that
+/// `read_next_line` returns for an over-long request line whose start reads
+/// as a method and a URL.
+#[derive(Debug)]
+struct UriTooLong;
+
+impl std::fmt::Display for UriTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request line too long")
+    }
+}
+
+impl std::error::Error for UriTooLong {}
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
@@ -68,6 +94,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         preread_body_bytes: usize,
+        deadline: std::sync::Arc<crate::util::RequestDeadline>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -86,6 +113,8 @@ impl ClientConnection {
             abandoned: Default::default(),
             closer,
             preread_body_bytes,
+            deadline,
+            request_begun: false,
         }
     }
 
@@ -98,7 +127,7 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    fn read_next_line(&mut self, request_line: bool) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -109,6 +138,13 @@ impl ClientConnection {
                 Some(b) => b?,
                 None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
             };
+
+            // hookbox patch: the request has begun; its clock runs (if it
+            // was not already running from the first byte on the socket).
+            if request_line && !self.request_begun {
+                self.request_begun = true;
+                self.deadline.request_started();
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
@@ -121,6 +157,9 @@ impl ClientConnection {
             // hookbox patch: bound the request line and each header line, so
             // that a client cannot grow this buffer without limit.
             if buf.len() >= MAX_LINE_BYTES {
+                if request_line && starts_like_a_request_line(&buf) {
+                    return Err(IoError::new(ErrorKind::InvalidData, UriTooLong));
+                }
                 return Err(IoError::new(ErrorKind::InvalidData, "header line too long"));
             }
             buf.push(byte);
@@ -133,7 +172,10 @@ impl ClientConnection {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line();
+                // hookbox patch: a new request may begin; see `deadline`.
+                self.request_begun = false;
+                self.deadline.expect_request();
+                let line = self.read_next_line(true);
 
                 // hookbox patch: whatever follows a body that was not read to
                 // its end is not a request, nor an error to answer.
@@ -142,6 +184,11 @@ impl ClientConnection {
                     return Err(ReadError::ReadIoError(ended));
                 }
                 let line = line.map_err(|e| match e.kind() {
+                    ErrorKind::InvalidData
+                        if e.get_ref().is_some_and(|inner| inner.is::<UriTooLong>()) =>
+                    {
+                        ReadError::UriTooLong
+                    }
                     ErrorKind::InvalidData => ReadError::WrongRequestLine,
                     _ => ReadError::ReadIoError(e),
                 })?;
@@ -154,7 +201,7 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(|e| match e.kind() {
+                    let line = self.read_next_line(false).map_err(|e| match e.kind() {
                         ErrorKind::InvalidData => ReadError::WrongHeader(version.clone()),
                         _ => ReadError::ReadIoError(e),
                     })?;
@@ -216,6 +263,10 @@ impl ClientConnection {
             }
         })?;
 
+        // hookbox patch: read in time; the deadline is off until the next
+        // request begins.
+        self.deadline.request_read();
+
         // return the request
         Ok(request)
     }
@@ -255,7 +306,24 @@ impl Iterator for ClientConnection {
                                  // se we have to close
                 }
 
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
+                // hookbox patch: a request line too long for us is a URL too
+                // long (RFC 9112 section 3); the rest of the line is unread,
+                // so the connection ends.
+                Err(ReadError::UriTooLong) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(414));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
+                }
+
+                // hookbox patch: only a request that had begun gets its 408;
+                // a connection silent from the start (or idle between
+                // requests) is closed without an answer.
+                Err(ReadError::ReadIoError(ref err))
+                    if err.kind() == ErrorKind::TimedOut && self.request_begun =>
+                {
                     // request timeout
                     let writer = self.sink.next().unwrap();
                     let response = Response::new_empty(StatusCode(408));
@@ -317,6 +385,20 @@ impl Iterator for ClientConnection {
     }
 }
 
+/// hookbox patch: whether an (over-long, unfinished) request line starts
+/// with a method token and a space, then a URL.
+fn starts_like_a_request_line(line: &[u8]) -> bool {
+    match line.iter().position(|b| *b == b' ') {
+        Some(space) => {
+            space > 0
+                && line[..space].iter().all(|b| b.is_ascii_uppercase())
+                && line.len() > space + 1
+                && line[space + 1] != b' '
+        }
+        None => false,
+    }
+}
+
 /// Parses a "HTTP/1.1" string.
 fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
     let (major, minor) = match version {
@@ -357,5 +439,18 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+    }
+
+    #[test]
+    fn over_long_lines_that_start_like_a_request_line() {
+        use super::starts_like_a_request_line as like;
+        assert!(like(b"GET /aaaa"));
+        assert!(like(b"POST http://x/aaaa"));
+        assert!(!like(b"GET"));
+        assert!(!like(b" GET /a"));
+        assert!(!like(b"GET  /a"));
+        assert!(!like(b"get /a"));
+        assert!(!like(b"X-Long: aaaa"));
+        assert!(!like(&[0xff, b' ', b'/']));
     }
 }

@@ -92,7 +92,7 @@
 #![allow(clippy::match_like_matches_macro)]
 #![allow(dead_code, unused_imports)] // hookbox patch: quiet warnings newer compilers raise on upstream code
 
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+#[cfg(feature = "ssl-rustls")]
 use zeroize::Zeroizing;
 
 use std::error::Error;
@@ -191,6 +191,13 @@ pub struct ConnectionLimits {
     /// Read and write timeout of each socket; an idle keep-alive connection
     /// is closed after it. Upstream: none.
     pub timeout: Option<std::time::Duration>,
+    /// How long reading one request may take in all — request line,
+    /// headers and read-ahead body, and for a new connection its TLS
+    /// handshake — from its first byte (a new connection: from accept).
+    /// Past it the connection is answered 408, if the request had begun,
+    /// and closed. Upstream: none (`timeout` bounds each read, so a client
+    /// sending a byte now and then held its connection for ever).
+    pub request_timeout: Option<std::time::Duration>,
     /// Connections open at once; more are closed as they arrive. Upstream:
     /// unlimited (a thread each).
     pub max_connections: usize,
@@ -201,6 +208,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             preread_body_bytes: 1024,
             timeout: None,
+            request_timeout: None,
             max_connections: usize::MAX,
         }
     }
@@ -231,6 +239,19 @@ pub struct SslConfig {
     pub private_key: Vec<u8>,
 }
 
+#[cfg(feature = "ssl-rustls")]
+impl SslConfig {
+    /// hookbox patch: parses the certificate and key as the server will, so
+    /// that a bad pair can be refused before anything else starts.
+    pub fn check(&self) -> Result<(), Box<dyn Error + Send + Sync + 'static>> {
+        crate::ssl::SslContextImpl::from_pem(
+            self.certificate.clone(),
+            Zeroizing::new(self.private_key.clone()),
+        )
+        .map(|_| ())
+    }
+}
+
 impl Server {
     /// Shortcut for a simple server on a specific address.
     #[inline]
@@ -245,7 +266,7 @@ impl Server {
     }
 
     /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+    #[cfg(feature = "ssl-rustls")]
     #[inline]
     pub fn https<A>(
         addr: A,
@@ -301,6 +322,21 @@ impl Server {
         Self::from_listener_with_limits(listener, None, limits)
     }
 
+    /// hookbox patch: an HTTPS server on `addr` with `limits` on each
+    /// connection.
+    #[cfg(feature = "ssl-rustls")]
+    pub fn https_with_limits<A>(
+        addr: A,
+        config: SslConfig,
+        limits: ConnectionLimits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
+    where
+        A: ToSocketAddrs,
+    {
+        let listener = ConfigListenAddr::from_socket_addrs(addr)?.bind()?;
+        Self::from_listener_with_limits(listener, Some(config), limits)
+    }
+
     /// hookbox patch: `from_listener` with `limits` on each connection.
     pub fn from_listener_with_limits<L: Into<Listener>>(
         listener: L,
@@ -319,22 +355,18 @@ impl Server {
         };
 
         // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+        #[cfg(not(feature = "ssl-rustls"))]
         type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+        #[cfg(feature = "ssl-rustls")]
         type SslContext = crate::ssl::SslContextImpl;
         let ssl: Option<SslContext> = {
             match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                #[cfg(feature = "ssl-rustls")]
                 Some(config) => Some(SslContext::from_pem(
                     config.certificate,
                     Zeroizing::new(config.private_key),
                 )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                #[cfg(not(feature = "ssl-rustls"))]
                 Some(_) => return Err(
                     "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
                         .into(),
@@ -358,13 +390,17 @@ impl Server {
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
+                        use util::{RefinedTcpStream, RequestDeadline, TimedConnection};
                         if let Err(e) = sock.set_timeouts(limits.timeout) {
                             log::warn!("setting socket timeouts: {}", e);
                         }
-                        let (read_closable, write_closable) = match ssl {
+                        // hookbox patch: the first request's clock (and the
+                        // TLS handshake's) starts now.
+                        let deadline = RequestDeadline::new(limits.request_timeout, limits.timeout);
+                        let sock = TimedConnection::new(sock, deadline.clone());
+                        let halves = match ssl {
                             None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                            #[cfg(feature = "ssl-rustls")]
                             Some(ref ssl) => {
                                 // trying to apply SSL over the connection
                                 // if an error occurs, we just close the socket and resume listening
@@ -375,15 +411,18 @@ impl Server {
 
                                 RefinedTcpStream::new(sock)
                             }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                            #[cfg(not(feature = "ssl-rustls"))]
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(
-                            write_closable,
-                            read_closable,
-                            limits.preread_body_bytes,
-                        ))
+                        halves.map(|(read_closable, write_closable)| {
+                            ClientConnection::new(
+                                write_closable,
+                                read_closable,
+                                limits.preread_body_bytes,
+                                deadline,
+                            )
+                        })
                     }
                     Err(e) => Err(e),
                 };

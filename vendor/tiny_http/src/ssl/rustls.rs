@@ -1,33 +1,62 @@
-use crate::connection::Connection;
+//! hookbox patch: ported from rustls 0.20 and rustls-pemfile 0.2 to rustls
+//! 0.23 with its ring provider (the copy ureq 3 brings, so no second rustls
+//! and no second crypto backend), reading PEM with rustls' own pki-types.
+//! Errors are returned, never panics: a bad key or certificate file is an
+//! error at start-up. The stream runs over a [`TimedConnection`], so the
+//! request deadline also bounds the TLS handshake, and it can hand out a
+//! [`Closer`] for the socket under it, so an abandoned body ends a TLS
+//! connection as it ends a plain one.
+
 use crate::util::refined_tcp_stream::Stream as RefinedStream;
+use crate::util::{Closer, TimedConnection};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use zeroize::Zeroizing;
+
+type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TimedConnection>;
 
 /// A wrapper around an owned Rustls connection and corresponding stream.
 ///
 /// Uses an internal Mutex to permit disparate reader & writer threads to access the stream independently.
-pub(crate) struct RustlsStream(
-    Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, Connection>>>,
-);
+pub(crate) struct RustlsStream(Arc<Mutex<TlsStream>>);
 
 impl RustlsStream {
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
+    fn lock(&self) -> std::io::Result<MutexGuard<'_, TlsStream>> {
         self.0
             .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .sock
-            .peer_addr()
+            .map_err(|_| std::io::Error::other("a thread panicked while using this TLS stream"))
+    }
+
+    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
+        self.lock()?.sock.connection_mut().peer_addr()
     }
 
     pub(crate) fn shutdown(&mut self, how: Shutdown) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .sock
-            .shutdown(how)
+        let mut stream = self.lock()?;
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            // Say goodbye properly where the handshake got that far; the
+            // socket's write timeout bounds this.
+            let stream = &mut *stream;
+            if !stream.conn.is_handshaking() {
+                stream.conn.send_close_notify();
+                while stream.conn.wants_write() {
+                    if stream.conn.write_tls(&mut stream.sock).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        stream.sock.connection().shutdown(how)
+    }
+
+    /// hookbox patch: a handle on the socket under the TLS session.
+    pub(crate) fn closer(&self) -> Option<Closer> {
+        let stream = self.lock().ok()?;
+        stream.sock.connection().try_clone().ok().map(Closer::new)
     }
 }
 
@@ -39,26 +68,37 @@ impl Clone for RustlsStream {
 
 impl Read for RustlsStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .read(buf)
+        self.lock()?.read(buf)
     }
+}
+
+/// hookbox patch: the server writes only after it has read a request, so
+/// a write while the handshake is unfinished is an error answer (400) to a
+/// client that never finished it — one that spoke plain HTTP, say. rustls
+/// would first try to finish the handshake, blocking on a read until the
+/// request deadline; refuse at once instead.
+fn handshake_unfinished() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the TLS handshake did not complete",
+    )
 }
 
 impl Write for RustlsStream {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .write(buf)
+        let mut stream = self.lock()?;
+        if stream.conn.is_handshaking() {
+            return Err(handshake_unfinished());
+        }
+        stream.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .flush()
+        let mut stream = self.lock()?;
+        if stream.conn.is_handshaking() {
+            return Err(handshake_unfinished());
+        }
+        stream.flush()
     }
 }
 
@@ -69,43 +109,38 @@ impl RustlsContext {
         certificates: Vec<u8>,
         private_key: Zeroizing<Vec<u8>>,
     ) -> Result<Self, Box<dyn Error + Send + Sync>> {
-        let certificate_chain: Vec<rustls::Certificate> =
-            rustls_pemfile::certs(&mut certificates.as_slice())?
-                .into_iter()
-                .map(|bytes| rustls::Certificate(bytes))
-                .collect();
-
+        let certificate_chain = CertificateDer::pem_slice_iter(&certificates)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("reading the certificate PEM: {e}"))?;
         if certificate_chain.is_empty() {
-            return Err("Couldn't extract certificate chain from config.".into());
+            return Err("the certificate file holds no PEM certificate".into());
         }
 
-        let private_key = rustls::PrivateKey({
-            let pkcs8_keys = rustls_pemfile::pkcs8_private_keys(
-                &mut private_key.clone().as_slice(),
-            )
-            .expect("file contains invalid pkcs8 private key (encrypted keys are not supported)");
-
-            if let Some(pkcs8_key) = pkcs8_keys.first() {
-                pkcs8_key.clone()
-            } else {
-                let rsa_keys = rustls_pemfile::rsa_private_keys(&mut private_key.as_slice())
-                    .expect("file contains invalid rsa private key");
-                rsa_keys[0].clone()
+        let private_key = PrivateKeyDer::from_pem_slice(&private_key).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "the key file holds no PEM private key (PKCS#8, PKCS#1 or SEC1; encrypted keys are not supported)"
+                    .to_owned()
             }
-        });
+            e => format!("reading the private key PEM: {e}"),
+        })?;
 
-        let tls_conf = rustls::ServerConfig::builder()
-            .with_safe_defaults()
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls_conf = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("setting up TLS: {e}"))?
             .with_no_client_auth()
-            .with_single_cert(certificate_chain, private_key)?;
+            .with_single_cert(certificate_chain, private_key)
+            .map_err(|e| format!("the certificate and key cannot be used together: {e}"))?;
 
         Ok(Self(Arc::new(tls_conf)))
     }
 
     pub(crate) fn accept(
         &self,
-        stream: Connection,
+        stream: TimedConnection,
     ) -> Result<RustlsStream, Box<dyn Error + Send + Sync + 'static>> {
+        // No I/O here: the handshake happens on the connection's own thread,
+        // at its first read, under the request deadline.
         let connection = rustls::ServerConnection::new(self.0.clone())?;
         Ok(RustlsStream(Arc::new(Mutex::new(
             rustls::StreamOwned::new(connection, stream),

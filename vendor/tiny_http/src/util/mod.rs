@@ -1,5 +1,6 @@
 pub use self::body_guard::BodyGuard;
 pub use self::custom_stream::CustomStream;
+pub(crate) use self::deadline::{RequestDeadline, TimedConnection};
 pub use self::equal_reader::EqualReader;
 pub use self::fused_reader::FusedReader;
 pub use self::messages_queue::MessagesQueue;
@@ -13,6 +14,7 @@ use std::str::FromStr;
 
 mod body_guard;
 mod custom_stream;
+mod deadline;
 mod equal_reader;
 mod fused_reader;
 mod messages_queue;

@@ -1,0 +1,245 @@
+//! hookbox patch: a total deadline for reading one request.
+//!
+//! A socket read timeout bounds one `read()`, not a request: a client that
+//! sends a byte every few seconds never trips it, and holds its connection's
+//! thread for as long as it likes (slowloris). `RequestDeadline` bounds the
+//! whole of a request's reading — the TLS handshake of a new connection, the
+//! request line, the headers, and the body read ahead on the connection's
+//! thread — and `TimedConnection` enforces it under every layer (TLS
+//! included) by giving each read at most the time that is left.
+//!
+//! When the clock starts:
+//!
+//! - a new connection: at accept, so a client that connects and sends
+//!   nothing, or stalls in the TLS handshake, is closed at the deadline;
+//! - a kept-alive connection: at the first byte of the next request (or of a
+//!   TLS record), so an idle connection between requests is bounded by the
+//!   socket's ordinary read timeout instead.
+//!
+//! Once the request is read (head and read-ahead body), the deadline is off
+//! until the connection waits for its next request. A read that runs into
+//! the deadline fails with `ErrorKind::TimedOut`; so does a read timeout of
+//! the socket itself (which std reports as `WouldBlock` on Unix).
+
+use std::io::{Error as IoError, ErrorKind, Read, Result as IoResult, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::connection::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not reading a request: reads get the socket's ordinary timeout.
+    Off,
+    /// Waiting for the next request; its first byte starts the clock.
+    Waiting,
+    /// Reading a request that must be complete by then.
+    Until(Instant),
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// The read timeout last set on the socket.
+    applied: Option<Duration>,
+}
+
+/// The deadline of the request a connection is reading. Shared by the
+/// connection's reader (which says when requests begin and end) and its
+/// socket (which enforces it).
+#[derive(Debug)]
+pub(crate) struct RequestDeadline {
+    /// How long one request may take to read; `None`: no deadline.
+    limit: Option<Duration>,
+    /// The socket's ordinary read timeout.
+    idle: Option<Duration>,
+    state: Mutex<State>,
+}
+
+impl RequestDeadline {
+    /// A deadline for a connection accepted now, whose socket's read timeout
+    /// is `idle`. The first request's clock starts now.
+    pub(crate) fn new(limit: Option<Duration>, idle: Option<Duration>) -> Arc<RequestDeadline> {
+        let phase = match limit {
+            Some(limit) => Phase::Until(Instant::now() + limit),
+            None => Phase::Off,
+        };
+        Arc::new(RequestDeadline {
+            limit,
+            idle,
+            state: Mutex::new(State {
+                phase,
+                applied: idle,
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is two plain values, valid whatever a panicking holder
+        // was doing.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection is about to wait for its next request. (The first
+    /// request's clock has been running since accept.)
+    pub(crate) fn expect_request(&self) {
+        let mut state = self.state();
+        if self.limit.is_some() && state.phase == Phase::Off {
+            state.phase = Phase::Waiting;
+        }
+    }
+
+    /// A byte of the request has arrived: start the clock if it waits.
+    pub(crate) fn request_started(&self) {
+        let mut state = self.state();
+        if let (Phase::Waiting, Some(limit)) = (state.phase, self.limit) {
+            state.phase = Phase::Until(Instant::now() + limit);
+        }
+    }
+
+    /// The request, head and read-ahead body, has been read.
+    pub(crate) fn request_read(&self) {
+        self.state().phase = Phase::Off;
+    }
+
+    /// Before a read: fails if the deadline has passed; otherwise returns
+    /// the read timeout to set on the socket, if it must change.
+    fn before_read(&self) -> IoResult<Option<Option<Duration>>> {
+        let mut state = self.state();
+        let wanted = match state.phase {
+            Phase::Off | Phase::Waiting => self.idle,
+            Phase::Until(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                Some(self.idle.map_or(left, |idle| idle.min(left)))
+            }
+        };
+        if wanted == state.applied {
+            return Ok(None);
+        }
+        state.applied = wanted;
+        Ok(Some(wanted))
+    }
+
+    /// After a read that returned `n` bytes.
+    fn after_read(&self, n: usize) {
+        if n > 0 {
+            self.request_started();
+        }
+    }
+}
+
+fn timed_out() -> IoError {
+    IoError::new(ErrorKind::TimedOut, "the request was not received in time")
+}
+
+/// A socket whose reads keep to its connection's [`RequestDeadline`].
+pub(crate) struct TimedConnection {
+    connection: Connection,
+    deadline: Arc<RequestDeadline>,
+}
+
+impl TimedConnection {
+    pub(crate) fn new(connection: Connection, deadline: Arc<RequestDeadline>) -> TimedConnection {
+        TimedConnection {
+            connection,
+            deadline,
+        }
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+
+    pub(crate) fn try_clone(&self) -> IoResult<TimedConnection> {
+        Ok(TimedConnection {
+            connection: self.connection.try_clone()?,
+            deadline: self.deadline.clone(),
+        })
+    }
+}
+
+impl Read for TimedConnection {
+    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        if let Some(timeout) = self.deadline.before_read()? {
+            self.connection.set_read_timeout(timeout)?;
+        }
+        match self.connection.read(buf) {
+            Ok(n) => {
+                self.deadline.after_read(n);
+                Ok(n)
+            }
+            // A blocking socket reports its read timeout as WouldBlock.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(timed_out())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Write for TimedConnection {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        self.connection.write(buf)
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        self.connection.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_connection_starts_its_clock_at_accept() {
+        let deadline = RequestDeadline::new(Some(Duration::from_secs(10)), None);
+        deadline.expect_request();
+        assert!(matches!(deadline.state().phase, Phase::Until(_)));
+        let timeout = deadline.before_read().unwrap().unwrap().unwrap();
+        assert!(timeout <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_kept_alive_connection_starts_its_clock_at_the_first_byte() {
+        let idle = Some(Duration::from_secs(30));
+        let deadline = RequestDeadline::new(Some(Duration::from_secs(10)), idle);
+        deadline.request_read();
+        deadline.expect_request();
+        assert_eq!(deadline.state().phase, Phase::Waiting);
+        // Waiting, reads get the idle timeout, which is what the socket has.
+        assert_eq!(deadline.before_read().unwrap(), None);
+        deadline.after_read(0);
+        assert_eq!(deadline.state().phase, Phase::Waiting);
+        deadline.after_read(1);
+        assert!(matches!(deadline.state().phase, Phase::Until(_)));
+        let timeout = deadline.before_read().unwrap().unwrap().unwrap();
+        assert!(timeout <= Duration::from_secs(10));
+        // Done: the idle timeout goes back on.
+        deadline.request_read();
+        assert_eq!(deadline.before_read().unwrap(), Some(idle));
+    }
+
+    #[test]
+    fn a_passed_deadline_fails_the_read() {
+        let deadline = RequestDeadline::new(Some(Duration::ZERO), None);
+        let error = deadline.before_read().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn no_limit_means_no_deadline() {
+        let deadline = RequestDeadline::new(None, None);
+        deadline.expect_request();
+        deadline.request_started();
+        assert_eq!(deadline.state().phase, Phase::Off);
+        assert_eq!(deadline.before_read().unwrap(), None);
+    }
+}
