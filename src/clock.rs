@@ -32,6 +32,13 @@ pub fn rfc3339(ms: i64) -> String {
     }
 }
 
+/// [`rfc3339`] with milliseconds, for log lines.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let seconds = rfc3339(ms);
+    let whole = seconds.trim_end_matches('Z');
+    format!("{whole}.{:03}Z", ms.rem_euclid(1000))
+}
+
 /// Parses an RFC 3339 time (any offset) into Unix milliseconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;

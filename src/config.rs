@@ -23,6 +23,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The least important messages logged: error, warn, info, debug or
+    /// trace. `RUST_LOG` (env_logger syntax, e.g. `info,hookbox=debug`)
+    /// overrides it.
+    #[arg(long, global = true, env = "HOOKBOX_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
+    /// `text` (one line a message; without timestamps under journald), or
+    /// `json` (one object a line: ts, level, target, msg).
+    #[arg(long, global = true, env = "HOOKBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 // Parsed once at start: boxing `ServeArgs` would buy nothing.

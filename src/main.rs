@@ -12,6 +12,7 @@ mod clock;
 mod config;
 mod delivery;
 mod ids;
+mod logging;
 mod notify;
 mod secrets;
 mod serve;
@@ -26,7 +27,7 @@ use crate::config::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logging::init(&cli.log_level, cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Token(command) => admin::token(command),

@@ -763,3 +763,86 @@ fn verify_tells_a_receivers_developer_whether_a_captured_request_verifies() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("v1,"), "{}", show(&out));
 }
+
+/// `token create` on a new database: it migrates the schema, which logs at
+/// info level — a one-shot command that shows the logger's settings.
+fn fresh_token_create(extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    let mut command = hookbox();
+    command
+        .args(["token", "create", "--name", "n", "--db"])
+        .arg(&db)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = run(command);
+    assert!(out.status.success(), "{}", show(&out));
+    out
+}
+
+#[test]
+fn log_level_and_rust_log_choose_what_is_logged() {
+    let info = stderr(&fresh_token_create(&[], &[]));
+    assert!(info.contains("schema migrated"), "{info}");
+    // Plain text outside journald: each line starts with a timestamp.
+    let first = info.lines().next().unwrap();
+    assert!(first.starts_with("[20"), "{first}");
+    let quiet = stderr(&fresh_token_create(&["--log-level", "warn"], &[]));
+    assert!(!quiet.contains("schema migrated"), "{quiet}");
+    let quiet = stderr(&fresh_token_create(&[], &[("HOOKBOX_LOG_LEVEL", "error")]));
+    assert!(!quiet.contains("schema migrated"), "{quiet}");
+    // RUST_LOG wins over the flag.
+    let loud = stderr(&fresh_token_create(
+        &["--log-level", "warn"],
+        &[("RUST_LOG", "info")],
+    ));
+    assert!(loud.contains("schema migrated"), "{loud}");
+    let out = run({
+        let mut c = hookbox();
+        c.args(["--log-level", "loud", "check"]);
+        c
+    });
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("loud"), "{}", show(&out));
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let err = stderr(&fresh_token_create(&["--log-format", "json"], &[]));
+    let lines: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(line["ts"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert_eq!(line["level"], "info", "{line}");
+        assert!(
+            line["target"].as_str().unwrap().starts_with("hookbox"),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msg"].as_str().unwrap().contains("schema migrated")),
+        "{err}"
+    );
+}
+
+#[test]
+fn under_journald_lines_carry_a_priority_and_no_timestamp() {
+    let err = stderr(&fresh_token_create(&[], &[("JOURNAL_STREAM", "8:12345")]));
+    let line = err
+        .lines()
+        .find(|l| l.contains("schema migrated"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.starts_with("<6>hookbox::store::schema: database schema migrated"),
+        "{line}"
+    );
+}

@@ -46,6 +46,24 @@ pub fn delivery_json(d: &Delivery) -> Value {
 }
 
 /// The exact bytes every receiver gets, in the seed's field order.
+/// The catalog's event type `name`, or an `event` field error.
+pub(super) fn known_type(
+    ctx: &Ctx<'_>,
+    name: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<std::sync::Arc<crate::catalog::EventType>> {
+    let name = name?;
+    let found = ctx.state.catalog.get(name);
+    if found.is_none() {
+        errors.push(FieldError::new(
+            "event",
+            "unknown_event_type",
+            format!("\"{name}\" is not a known event type; see GET /api/v1/event-types"),
+        ));
+    }
+    found
+}
+
 pub(super) fn envelope(id: &str, event_type: &str, timestamp: &str, data: &Value) -> Vec<u8> {
     let text = |s: &str| Value::from(s).to_string();
     format!(
@@ -93,17 +111,7 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let timestamp = timestamp
         .and_then(|t| validation::time("timestamp", &t, &mut errors))
         .map(clock::rfc3339);
-    let event_type = name.as_deref().and_then(|n| {
-        let found = ctx.state.catalog.get(n);
-        if found.is_none() {
-            errors.push(FieldError::new(
-                "event",
-                "unknown_event_type",
-                format!("\"{n}\" is not a known event type; see GET /api/v1/event-types"),
-            ));
-        }
-        found
-    });
+    let event_type = known_type(ctx, name.as_deref(), &mut errors);
     match (&data, &event_type) {
         (None, _) => errors.push(FieldError::new("data", "required", "is required")),
         (Some(data), Some(t)) => errors.extend(t.validate(data)),

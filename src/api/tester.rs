@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::body::Fields;
-use super::events::{envelope, summary};
+use super::events::{envelope, known_type, summary};
 use super::webhooks::{check_secret, check_target_and_events};
 use super::{ApiError, Ctx, Reply};
 use crate::catalog::EventType;
@@ -47,24 +47,6 @@ impl Check {
     }
 }
 
-/// The event type named by `field`, if it exists.
-fn event_type(
-    ctx: &Ctx<'_>,
-    name: Option<&str>,
-    errors: &mut Vec<FieldError>,
-) -> Option<std::sync::Arc<EventType>> {
-    let name = name?;
-    let found = ctx.state.catalog.get(name);
-    if found.is_none() {
-        errors.push(FieldError::new(
-            "event",
-            "unknown_event_type",
-            format!("\"{name}\" is not a known event type; see GET /api/v1/event-types"),
-        ));
-    }
-    found
-}
-
 /// A fresh envelope of `t`'s example at `timestamp`: its id and bytes.
 fn sample(t: &EventType, timestamp: &str) -> (String, Vec<u8>) {
     let id = ids::new(Kind::Event);
@@ -82,7 +64,7 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         .string_array("checks", PROBES.len(), 50)
         .unwrap_or_default();
     let mut errors = Vec::new();
-    let event_type = event_type(ctx, name.as_deref(), &mut errors);
+    let event_type = known_type(ctx, name.as_deref(), &mut errors);
     if let Some(Err(why)) = secret.as_deref().map(check_secret) {
         errors.push(FieldError::new("secret", "invalid", why));
     }
@@ -303,7 +285,7 @@ pub fn test_webhook(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> 
     let mut fields = Fields::parse(&ctx.body)?;
     let name = fields.required_string("event", 100);
     let mut errors = Vec::new();
-    let event_type = event_type(ctx, name.as_deref(), &mut errors);
+    let event_type = known_type(ctx, name.as_deref(), &mut errors);
     fields.finish(errors)?;
     let Some(event_type) = event_type else {
         return Err(ApiError::internal());
