@@ -172,6 +172,7 @@ pub fn check(db: &Path) -> anyhow::Result<()> {
 /// written beside `dest` and renamed into place, so `dest` never holds a
 /// partial file.
 pub fn backup(db: &Path, dest: &Path) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
     let src = open_existing(db)?;
     let mut tmp_name = dest.as_os_str().to_owned();
     tmp_name.push(format!(".partial-{}", std::process::id()));
@@ -225,6 +226,13 @@ pub fn backup(db: &Path, dest: &Path) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result?;
+    let size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
+    log::info!(
+        "backup done: {} copied to {} ({size} bytes, {} ms)",
+        db.display(),
+        dest.display(),
+        began.elapsed().as_millis()
+    );
     println!("backed up {} to {}", db.display(), dest.display());
     Ok(())
 }

@@ -14,6 +14,7 @@ mod delivery;
 mod ids;
 mod logging;
 mod notify;
+mod retention;
 mod secrets;
 mod serve;
 mod store;

@@ -33,6 +33,7 @@ use crate::delivery::worker::{self, RetryPolicy};
 use crate::delivery::{Engine, Liveness, SCHEDULER_STUCK_MS, Settings, scheduler};
 use crate::ids::{self, Kind};
 use crate::notify::{self, Notifier};
+use crate::retention;
 use crate::secrets;
 use crate::store::audit::{self, Actor};
 use crate::store::writer::{Wakeups, WriterConfig};
@@ -137,6 +138,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         agent: worker::agent(args.allow_targets.clone(), args.delivery_timeout),
     });
     let stopping = Arc::new(AtomicBool::new(false));
+    let retention = retention::spawn(writer.clone(), args.retention, stopping.clone())
+        .context("starting the retention thread")?;
     let http_threads = args.http_threads as usize;
     let threads = api::spawn_threads(
         server.clone(),
@@ -196,6 +199,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(state);
     if let Some(engine) = engine {
         engine.stop(stop_began + STOP_GRACE);
+    }
+    if retention.join().is_err() {
+        log::error!("the retention thread panicked");
     }
     writer.shutdown();
     drop(writer);

@@ -236,3 +236,88 @@ fn a_watchdog_meant_for_another_process_is_ignored() {
     server.expect("READY=1", Duration::from_secs(2));
     assert_eq!(pings(&server.collect(Duration::from_millis(800))), 0);
 }
+
+/// The shell script of `hookbox-backup.service`'s `ExecStart=`, as systemd
+/// hands it to `sh -ec`: continuation lines joined, `%%` unescaped, and the
+/// installed binary's path replaced by the one under test.
+fn backup_script() -> String {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/hookbox-backup.service"),
+    )
+    .unwrap();
+    let start = unit
+        .find("ExecStart=/bin/sh -ec '")
+        .expect("an sh -ec ExecStart");
+    let mut script = String::new();
+    for line in unit[start + "ExecStart=/bin/sh -ec '".len()..].lines() {
+        match line.strip_suffix('\\') {
+            Some(part) => script.push_str(part),
+            None => {
+                script.push_str(line.strip_suffix('\'').expect("the script's closing quote"));
+                break;
+            }
+        }
+    }
+    script
+        .replace("%%", "%")
+        .replace("/usr/local/bin/hookbox", BIN)
+}
+
+fn run_backup_unit(db: &Path, dir: &Path, keep: &str) -> std::process::Output {
+    Command::new("/bin/sh")
+        .arg("-ec")
+        .arg(backup_script())
+        .env("HOOKBOX_DB", db)
+        .env("HOOKBOX_BACKUP_DIR", dir)
+        .env("HOOKBOX_KEEP_BACKUPS", keep)
+        .output()
+        .unwrap()
+}
+
+fn copies(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_backup_unit_keeps_the_newest_checked_copies() {
+    let server = util::Server::start();
+    server.create_webhook(&["*"]);
+    let backups = server.dir.path().join("backups");
+    let mut made = Vec::new();
+    for _ in 0..4 {
+        let out = run_backup_unit(&server.db(), &backups, "2");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        made.push(copies(&backups).last().unwrap().clone());
+    }
+    // The newest two remain, each a complete database that checks out.
+    assert_eq!(copies(&backups), made[2..], "{made:?}");
+    for name in copies(&backups) {
+        assert!(
+            name.starts_with("hookbox-") && name.ends_with("Z.db"),
+            "{name}"
+        );
+        let out = Command::new(BIN)
+            .args(["check", "--db"])
+            .arg(backups.join(&name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A backup that fails leaves every older copy where it was.
+    let out = run_backup_unit(&server.dir.path().join("missing.db"), &backups, "2");
+    assert!(!out.status.success());
+    assert_eq!(copies(&backups), made[2..]);
+}

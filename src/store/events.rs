@@ -256,6 +256,65 @@ pub fn list_event_types(conn: &Connection) -> Result<Vec<EventType>, StoreError>
     .context("listing event types")
 }
 
+/// What one pruning batch removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Events, with their deliveries and attempts (by cascade).
+    pub events: usize,
+    pub audit_rows: usize,
+    /// Free pages handed back to the file system.
+    pub pages_freed: i64,
+}
+
+/// Deletes up to `limit` events created before `before` whose deliveries
+/// are all finished (an event with a pending or held delivery is kept until
+/// it is done), with their deliveries and attempts; audit rows before
+/// `audit_before`; then returns up to `limit * 8` free pages to the file
+/// system (the database uses incremental auto-vacuum).
+pub fn prune(
+    conn: &Connection,
+    before: i64,
+    audit_before: i64,
+    limit: usize,
+) -> Result<Pruned, StoreError> {
+    let events = conn
+        .prepare_cached(
+            "DELETE FROM events WHERE id IN ( \
+               SELECT e.id FROM events e WHERE e.created_at < ?1 \
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id \
+                               AND d.status IN ('pending', 'delivering')) \
+               ORDER BY e.created_at LIMIT ?2)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![before, limit as i64]))
+        .context("pruning events")?;
+    let audit_rows = conn
+        .prepare_cached(
+            "DELETE FROM audit_log WHERE id IN ( \
+               SELECT id FROM audit_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![audit_before, limit as i64]))
+        .context("pruning the audit log")?;
+    let free_before: i64 = conn
+        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        .context("reading the free list")?;
+    // Each step of this pragma frees one page: step it to the end.
+    conn.prepare(&format!("PRAGMA incremental_vacuum({})", limit * 8))
+        .and_then(|mut stmt| {
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            Ok(())
+        })
+        .context("returning free pages")?;
+    let free_after: i64 = conn
+        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        .context("reading the free list")?;
+    Ok(Pruned {
+        events,
+        audit_rows,
+        pages_freed: free_before - free_after,
+    })
+}
+
 /// Puts deliveries that were being attempted when the process stopped back
 /// to pending, due now: a duplicate is possible, a loss is not.
 pub fn reset_in_flight(conn: &Connection, now: i64) -> Result<usize, StoreError> {

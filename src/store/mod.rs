@@ -125,6 +125,9 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     .context("opening database")?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .context("setting busy timeout")?;
+    // Before WAL mode: switching to WAL writes the file's first page, after
+    // which auto_vacuum changes only with a VACUUM.
+    incremental_vacuum(&conn)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
         .context("switching to WAL mode")?;
@@ -141,6 +144,27 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     conn.set_prepared_statement_cache_capacity(64);
     schema::migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Makes the file one whose free pages can be returned to the file system
+/// a batch at a time (retention prunes, then `PRAGMA incremental_vacuum`).
+/// A new database gets it before its first table; one made before this
+/// setting is rewritten once with `VACUUM`.
+fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+        .context("reading auto_vacuum")?;
+    if mode == 2 {
+        return Ok(());
+    }
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")
+        .context("setting auto_vacuum")?;
+    if schema::version(conn)? > 0 {
+        log::info!("rewriting the database once so that pruning can return space (VACUUM)");
+        conn.execute_batch("VACUUM")
+            .context("converting to incremental vacuum")?;
+    }
+    Ok(())
 }
 
 /// Opens a read-only connection to an existing database.

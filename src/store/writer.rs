@@ -118,6 +118,13 @@ pub enum WriteOp {
         actor: Actor,
         reply: Reply<Option<usize>>,
     },
+    /// Removes one batch of what is older than the retention.
+    Prune {
+        before: i64,
+        audit_before: i64,
+        limit: usize,
+        reply: Reply<events::Pruned>,
+    },
     /// Proves the database takes a commit now (for `/healthz`).
     Ping { reply: Reply<()> },
     /// Commit what is queued, close the database and stop.
@@ -135,6 +142,7 @@ impl WriteOp {
                 | WriteOp::Unclaim { .. }
                 | WriteOp::RecordAttempt(_)
                 | WriteOp::TouchToken { .. }
+                | WriteOp::Prune { .. }
                 | WriteOp::Shutdown
         )
     }
@@ -369,6 +377,22 @@ impl WriterHandle {
             since,
             until,
             actor,
+            reply,
+        })
+    }
+
+    /// Removes one batch of events (with their deliveries and attempts)
+    /// created before `before`, and audit rows from before `audit_before`.
+    pub fn prune(
+        &self,
+        before: i64,
+        audit_before: i64,
+        limit: usize,
+    ) -> Result<events::Pruned, StoreError> {
+        self.call(|reply| WriteOp::Prune {
+            before,
+            audit_before,
+            limit,
             reply,
         })
     }
@@ -617,6 +641,7 @@ impl Writer {
             WriteOp::Claim { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Unclaim { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Ping { reply } => answer(reply, Err(stopped())),
+            WriteOp::Prune { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::RetryDelivery { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Replay { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::TouchToken { .. } | WriteOp::RecordAttempt(_) | WriteOp::Shutdown => {
@@ -849,6 +874,15 @@ impl Writer {
             }
             WriteOp::Shutdown => (true, Box::new(|_| {})),
             WriteOp::Ping { reply } => (true, answer(reply, Ok(()))),
+            WriteOp::Prune {
+                before,
+                audit_before,
+                limit,
+                reply,
+            } => {
+                let result = events::prune(&self.conn, before, audit_before, limit);
+                (result.is_ok(), answer(reply, result))
+            }
             WriteOp::CreateEventType {
                 event_type,
                 actor,
