@@ -61,7 +61,11 @@ fn token_create(db: &Path, name: &str, scope: Scope, allow: Vec<Cidr>) -> anyhow
     };
     let tx = conn.transaction().context("starting transaction")?;
     tokens::insert(&tx, &row, &secrets::token_hash(&token))?;
-    let summary = format!("created {} token \"{name}\"", scope.as_str());
+    let summary = format!(
+        "created {} token \"{name}\"{}",
+        scope.as_str(),
+        audit::allow_summary(&row.allow)
+    );
     audit::record(
         &tx,
         &Actor::Cli,

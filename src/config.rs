@@ -60,8 +60,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The webhook's secret (`whsec_…`, or any other string as is).
-    #[arg(long, env = "HOOKBOX_SECRET")]
+    /// The webhook's secret (`whsec_…`, or any other string as is). Prefer
+    /// the variable: a command line is visible to other local users.
+    #[arg(long, env = "HOOKBOX_SECRET", hide_env_values = true)]
     pub secret: String,
     /// The `webhook-id` header.
     #[arg(long)]
@@ -213,7 +214,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKBOX_API_RATE_LIMIT", default_value_t = 1000)]
     pub api_rate_limit: u32,
     /// Where to send signed `hookbox.alert` webhooks.
-    #[arg(long, env = "HOOKBOX_ALERT_URL")]
+    #[arg(long, env = "HOOKBOX_ALERT_URL", hide_env_values = true)]
     pub alert_url: Option<String>,
     /// How long events and attempt logs are kept.
     #[arg(long, env = "HOOKBOX_RETENTION", default_value = "30d", value_parser = parse_duration)]
@@ -318,6 +319,17 @@ pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
             .filter(|p| *p <= max)
             .ok_or_else(|| format!("'{text}' has a prefix length outside 0..={max}"))?,
     };
+    // An IPv4-mapped network (::ffff:10.0.0.0/104) is the IPv4 network it
+    // maps: client addresses are compared in their IPv4 form.
+    if let IpAddr::V6(v6) = addr
+        && let Some(v4) = v6.to_ipv4_mapped()
+        && prefix >= 96
+    {
+        return Ok(Cidr {
+            addr: IpAddr::V4(v4),
+            prefix: prefix - 96,
+        });
+    }
     Ok(Cidr { addr, prefix })
 }
 
@@ -420,6 +432,10 @@ mod tests {
             ("fd00::/8", "fe80::1", false),
             ("127.0.0.0/8", "::ffff:127.0.0.1", true),
             ("::/0", "127.0.0.1", false),
+            // An IPv4-mapped network is its IPv4 network.
+            ("::ffff:127.0.0.1/128", "127.0.0.1", true),
+            ("::ffff:10.0.0.0/104", "10.200.0.1", true),
+            ("::ffff:10.0.0.0/104", "11.0.0.1", false),
         ];
         for (net, ip, inside) in table {
             let net = parse_cidr(net).unwrap();

@@ -43,6 +43,19 @@ impl Kind {
     }
 }
 
+/// Whether `text` is shaped like an id of any kind.
+pub fn is_id(text: &str) -> bool {
+    [
+        Kind::Webhook,
+        Kind::Event,
+        Kind::Delivery,
+        Kind::Token,
+        Kind::Audit,
+    ]
+    .iter()
+    .any(|kind| kind.matches(text))
+}
+
 /// The last value handed out, so that ids never go backwards in one process.
 static LAST: Mutex<u128> = Mutex::new(0);
 

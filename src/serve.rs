@@ -136,6 +136,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         rate: RateLimiter::new(args.api_rate_limit),
         agent: worker::agent(args.allow_targets.clone(), args.delivery_timeout),
+        testers: Default::default(),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let retention = retention::spawn(writer.clone(), args.retention, stopping.clone())

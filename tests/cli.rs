@@ -846,3 +846,32 @@ fn under_journald_lines_carry_a_priority_and_no_timestamp() {
         "{line}"
     );
 }
+
+#[test]
+fn help_never_prints_a_secret_taken_from_the_environment() {
+    for (command, name, value) in [
+        (
+            "verify",
+            "HOOKBOX_SECRET",
+            "whsec_c2VjcmV0LWZyb20tdGhlLWVudmlyb25tZW50",
+        ),
+        (
+            "serve",
+            "HOOKBOX_ALERT_URL",
+            "https://alerts.example/hook?key=env-credential-42",
+        ),
+    ] {
+        let out = run({
+            let mut c = hookbox();
+            c.args([command, "--help"]).env(name, value);
+            c
+        });
+        assert!(out.status.success(), "{}", show(&out));
+        assert!(stdout(&out).contains(name), "{}", show(&out));
+        assert!(
+            !stdout(&out).contains(value),
+            "{command} --help shows {name}: {}",
+            show(&out)
+        );
+    }
+}

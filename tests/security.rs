@@ -528,6 +528,10 @@ fn every_change_is_in_the_audit_log_and_no_secret_is_in_it_or_in_the_log() {
     patch(json!({"description": "accounting", "events": ["*"]}));
     patch(json!({"enabled": false}));
     patch(json!({"enabled": true}));
+    // Changes nothing: no audit row.
+    patch(json!({"description": "accounting"}));
+    let r = server.post(&format!("{path}/test"), &json!({"event": "item.sold"}));
+    assert_eq!(r.status, 202, "{}", r.text());
 
     let rotated = server.post(&format!("{path}/rotate-secret"), &json!({}));
     assert_eq!(rotated.status, 200, "{}", rotated.text());
@@ -592,6 +596,7 @@ fn every_change_is_in_the_audit_log_and_no_secret_is_in_it_or_in_the_log() {
             "webhook.updated",
             "webhook.disabled",
             "webhook.enabled",
+            "webhook.tested",
             "webhook.secret_rotated",
             "webhook.secret_rotated",
             "event_type.created",
@@ -661,4 +666,88 @@ fn api_responses_are_never_cached() {
     ] {
         assert_eq!(r.header("Cache-Control"), Some("no-store"), "{}", r.status);
     }
+}
+
+#[test]
+fn a_token_pasted_into_a_path_is_not_echoed_in_the_404() {
+    let server = Server::start();
+    for path in [
+        format!("{TOKENS}/{}", server.token),
+        format!("{WEBHOOKS}/{}", server.token),
+        format!("/api/v1/deliveries/{}", server.token),
+    ] {
+        let method = if path.starts_with(TOKENS) {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let r = server.request(method, &path, None);
+        r.error(404, "not_found");
+        assert!(!r.text().contains(&server.token), "{path}: {}", r.text());
+    }
+    // A real id is named.
+    let r = server.request(
+        "DELETE",
+        &format!("{TOKENS}/tok_00000000000000000000000000"),
+        None,
+    );
+    assert!(
+        r.text().contains("tok_00000000000000000000000000"),
+        "{}",
+        r.text()
+    );
+}
+
+/// One request to `addr` (not the server's own address).
+fn request_via(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Response {
+    use std::io::{BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    util::read_response(&mut BufReader::new(stream)).unwrap()
+}
+
+#[test]
+fn ipv4_mapped_forms_count_as_the_ipv4_address() {
+    // An allowlist entry written as IPv4-mapped IPv6 admits the IPv4 client.
+    let server = Server::start_with(&["--api-allow", "::ffff:127.0.0.1/128"]);
+    assert_eq!(server.get(WEBHOOKS).status, 200);
+    // On a dual-stack listener an IPv4 client's peer is ::ffff:127.0.0.1:
+    // it is admitted by an IPv4 entry and audited as 127.0.0.1.
+    let dual = Server::delivering_on("[::]:0", &["--pause-delivery", "--api-allow", "127.0.0.1"]);
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], dual.addr.port()));
+    let r = request_via(v4, "GET", WEBHOOKS, &dual.token, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request_via(
+        v4,
+        "POST",
+        "/api/v1/event-types",
+        &dual.token,
+        r#"{"name":"shop.opened"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let log = request_via(
+        v4,
+        "GET",
+        &format!("{AUDIT}?action=event_type.created"),
+        &dual.token,
+        "",
+    );
+    assert_eq!(
+        log.json()["data"][0]["client"],
+        "127.0.0.1",
+        "{}",
+        log.text()
+    );
 }

@@ -316,3 +316,59 @@ fn testing_a_registered_webhook_sends_the_example_through_the_queue_to_it_alone(
         )
         .error(422, "validation_failed");
 }
+
+#[test]
+fn proxy_variables_are_ignored_so_the_target_policy_judges_the_target_itself() {
+    let rx = Receiver::start(|_, _| Answer::ok());
+    // A "proxy" nobody listens on: were it used, nothing would arrive.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let proxy = format!("http://127.0.0.1:{port}");
+    let server = Server::delivering_with_env(
+        "127.0.0.1:0",
+        &["--allow-targets", "127.0.0.0/8"],
+        &[
+            ("HTTP_PROXY", &proxy),
+            ("http_proxy", &proxy),
+            ("HTTPS_PROXY", &proxy),
+            ("ALL_PROXY", &proxy),
+        ],
+    );
+    let report = test(
+        &server,
+        json!({"event": "item.created", "url": rx.url("/direct")}),
+    );
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(rx.count(), 1);
+}
+
+#[test]
+fn at_most_four_tests_run_at_once_and_a_fifth_is_told_to_retry() {
+    let gate = util::receiver::Gate::default();
+    let rx = Receiver::start({
+        let gate = gate.clone();
+        move |_, _| Answer::held(&gate)
+    });
+    let server = server(&[]);
+    let body = json!({"event": "item.created", "url": rx.url("/held")});
+    std::thread::scope(|s| {
+        let running: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| server.post(TEST, &body)))
+            .collect();
+        rx.wait_for(&server, 4, Duration::from_secs(10));
+        let busy = server.post(TEST, &body);
+        busy.error(503, "tester_busy");
+        assert_eq!(busy.header("Retry-After"), Some("5"));
+        gate.open();
+        for r in running {
+            let r = r.join().unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["ok"], true);
+        }
+    });
+    // The slots were given back.
+    assert_eq!(server.post(TEST, &body).status, 200);
+}

@@ -33,13 +33,18 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded: &[&str], trusted: &[Cidr]) -> 
     Some(client)
 }
 
-/// `203.0.113.9`, `2001:db8::1`, `[2001:db8::1]:443` or `203.0.113.9:443`.
+/// `203.0.113.9`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443` or
+/// `203.0.113.9:443`; an IPv4-mapped IPv6 address as its IPv4 address.
 fn parse_entry(entry: &str) -> Option<IpAddr> {
     let entry = entry.trim();
-    entry
-        .parse::<IpAddr>()
+    let bare = entry
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(entry);
+    bare.parse::<IpAddr>()
         .ok()
         .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 /// A token bucket per API token: `per_s` requests a second on average, up
@@ -131,6 +136,14 @@ mod tests {
         assert_eq!(
             client_ip(ip("10.0.0.2"), &["[2001:db8::1]:443"], &trusted),
             ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &["[2001:db8::1]"], &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &["::ffff:198.51.100.4"], &trusted),
+            ip("198.51.100.4")
         );
         // No header: the proxy itself.
         assert_eq!(client_ip(ip("10.0.0.2"), &[], &trusted), ip("10.0.0.2"));

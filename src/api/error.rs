@@ -49,7 +49,14 @@ impl ApiError {
         ApiError::new(403, "forbidden", message)
     }
 
+    /// `{what} not found`. A `what` of the form `kind id` names the id only
+    /// if it is shaped like one of ours: whatever else a client put in the
+    /// path (a token pasted by mistake) is not echoed.
     pub fn not_found(what: &str) -> ApiError {
+        let what = match what.split_once(' ') {
+            Some((kind, id)) if !crate::ids::is_id(id) => kind,
+            _ => what,
+        };
         ApiError::new(404, "not_found", format!("{what} not found"))
     }
 

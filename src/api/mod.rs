@@ -61,6 +61,9 @@ pub struct State {
     /// The delivery engine's kind of agent (target policy, timeouts, no
     /// redirects), for the tester.
     pub agent: ureq::Agent,
+    /// Tester requests running now (each holds an API thread for up to
+    /// three delivery timeouts; at most `tester::MAX_RUNNING` at once).
+    pub testers: std::sync::atomic::AtomicUsize,
 }
 
 /// Read and write timeout of every API socket: a client silent this long
@@ -254,7 +257,7 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
         .map(|h| h.value.as_str())
         .collect();
     let client = client::client_ip(
-        request.remote_addr().map(|a| a.ip()),
+        request.remote_addr().map(|a| a.ip().to_canonical()),
         &forwarded,
         &state.limits.trust_proxy,
     );

@@ -11,6 +11,7 @@
 //! `POST /api/v1/webhooks/{id}/test` instead publishes the example to one
 //! registered webhook through the real queue.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -33,6 +34,34 @@ const STALE_BY_S: i64 = 600;
 
 /// The optional probes, by the names `checks` takes.
 const PROBES: [&str; 2] = ["bad_signature", "stale_timestamp"];
+
+/// Tester requests at once: each holds an API thread while it waits on a
+/// receiver, so a tarpit URL must not take them all.
+pub const MAX_RUNNING: usize = 4;
+
+/// A tester slot, given back on drop.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(running: &'a AtomicUsize) -> Result<Slot<'a>, ApiError> {
+        if running.fetch_add(1, Ordering::AcqRel) >= MAX_RUNNING {
+            running.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::new(
+                503,
+                "tester_busy",
+                format!("{MAX_RUNNING} tests are running already; try again when one is done"),
+            )
+            .with_header("Retry-After", "5".into()));
+        }
+        Ok(Slot(running))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// One line of the report.
 struct Check {
@@ -82,6 +111,7 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let (Some(event_type), Some(url)) = (event_type, url) else {
         return Err(ApiError::internal());
     };
+    let _slot = Slot::take(&ctx.state.testers)?;
     let secret = secret.unwrap_or_else(crate::secrets::new_webhook_secret);
     let timeout = ctx.state.limits.delivery_timeout;
     let agent = &ctx.state.agent;
@@ -304,7 +334,11 @@ pub fn test_webhook(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> 
         id,
     };
     let mut stored = event.clone();
-    match ctx.state.writer.publish_to(event, webhook_id.to_owned())? {
+    match ctx
+        .state
+        .writer
+        .publish_to(event, webhook_id.to_owned(), ctx.actor.clone())?
+    {
         PublishOutcome::Created { deliveries } => {
             stored.deliveries = deliveries;
             Ok(Reply::json(202, &summary(&stored)))

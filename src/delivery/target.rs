@@ -102,6 +102,19 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     })
 }
 
+/// Why `ip` may not be connected to, if it may not.
+fn refused(ip: IpAddr, allow: &[Cidr]) -> Option<&'static str> {
+    non_public_reason(ip).filter(|_| !allow.iter().any(|net| net.contains(ip)))
+}
+
+/// The refusal of a host name, without the address it resolved to: the
+/// message reaches API clients, who need not learn the internal network.
+fn resolves_to(host: &str, reason: &str) -> String {
+    format!(
+        "{host} resolves to {reason}; only public addresses are allowed unless listed in --allow-targets"
+    )
+}
+
 /// Whether `ip` may be connected to: public, or inside `allow`.
 pub fn check_ip(ip: IpAddr, allow: &[Cidr]) -> Result<(), String> {
     match non_public_reason(ip) {
@@ -181,8 +194,8 @@ pub fn check_resolved(url: &str, allow: &[Cidr]) -> Result<(), String> {
         return Ok(());
     }
     let addrs = rx.recv_timeout(LOOKUP_TIMEOUT).unwrap_or_default();
-    match addrs.into_iter().find_map(|ip| check_ip(ip, allow).err()) {
-        Some(why) => Err(format!("{name} resolves to {why}")),
+    match addrs.into_iter().find_map(|ip| refused(ip, allow)) {
+        Some(reason) => Err(resolves_to(&name, reason)),
         None => Ok(()),
     }
 }
@@ -334,6 +347,13 @@ impl std::fmt::Display for BlockedTarget {
 
 impl std::error::Error for BlockedTarget {}
 
+fn blocked(why: String) -> ureq::Error {
+    ureq::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        BlockedTarget(why),
+    ))
+}
+
 /// ureq's resolver with the target policy applied to what DNS returns, at
 /// connect time: a name that resolves (or rebinds) to a refused address is
 /// never connected to.
@@ -352,18 +372,23 @@ impl ureq::unversioned::resolver::Resolver for PolicyResolver {
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
         let resolved = self.inner.resolve(uri, config, timeout)?;
         let mut allowed = self.inner.empty();
-        let mut refused = None;
+        let mut why_not = None;
         for addr in resolved.iter().copied() {
-            match check_ip(addr.ip(), &self.allow) {
-                Ok(()) => allowed.push(addr),
-                Err(why) => refused = Some(why),
+            match refused(addr.ip(), &self.allow) {
+                None => allowed.push(addr),
+                Some(reason) => why_not = Some(reason),
             }
         }
-        match (allowed.is_empty(), refused) {
-            (true, Some(why)) => Err(ureq::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                BlockedTarget(why),
+        let host = uri.host().unwrap_or_default();
+        let literal = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok();
+        match (allowed.is_empty(), why_not) {
+            (true, Some(reason)) if literal => Err(blocked(format!(
+                "{host} is {reason}; only public addresses are allowed unless listed in --allow-targets"
             ))),
+            (true, Some(reason)) => Err(blocked(resolves_to(host, reason))),
             _ => Ok(allowed),
         }
     }

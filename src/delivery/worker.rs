@@ -85,8 +85,13 @@ pub struct Outcome {
 
 /// The shared HTTP agent: no redirects, statuses as data, the timeouts,
 /// the target policy at connect time, `User-Agent: hookbox/<version>`.
+///
+/// No proxy, whatever `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` say: through a
+/// proxy ureq resolves only the proxy's name, so the target policy would
+/// judge the proxy and let the proxy fetch any host, inside or out.
 pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
+        .proxy(None)
         .max_redirects(0)
         .http_status_as_error(false)
         .timeout_global(Some(timeout))

@@ -48,6 +48,16 @@ pub struct Entry {
     pub summary: String,
 }
 
+/// `, usable from 10.0.0.0/8, ::1/128` for a token's summary; empty for no
+/// list.
+pub fn allow_summary(allow: &[crate::config::Cidr]) -> String {
+    if allow.is_empty() {
+        return String::new();
+    }
+    let nets: Vec<String> = allow.iter().map(ToString::to_string).collect();
+    format!(", usable from {}", nets.join(", "))
+}
+
 /// Records that `actor` did `action` to `target`.
 pub fn record(
     conn: &Connection,

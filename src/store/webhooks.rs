@@ -173,7 +173,8 @@ pub struct Patch {
 impl Patch {
     /// What the patch changes in `w`, in words for the audit log: field
     /// names only, never values (a URL may carry a credential in its query).
-    pub fn describe(&self, w: &Webhook) -> String {
+    /// `None` when it changes nothing.
+    pub fn describe(&self, w: &Webhook) -> Option<String> {
         let mut changed = Vec::new();
         if self.url.as_ref().is_some_and(|url| *url != w.url) {
             changed.push("url");
@@ -200,11 +201,7 @@ impl Patch {
         if self.enabled.is_some_and(|e| e != w.enabled) {
             changed.push("enabled");
         }
-        if changed.is_empty() {
-            "no change".to_owned()
-        } else {
-            format!("changed {}", changed.join(", "))
-        }
+        (!changed.is_empty()).then(|| format!("changed {}", changed.join(", ")))
     }
 
     pub fn apply(self, w: &mut Webhook, now: i64) {

@@ -47,9 +47,10 @@ type Reply<T> = Sender<Result<T, StoreError>>;
 pub enum WriteOp {
     Publish {
         event: Event,
-        /// Deliver to this webhook only, whatever its filters (a test
-        /// event); `None`: to every webhook whose filters match.
-        only: Option<String>,
+        /// Deliver to this webhook only, whatever its filters: a test event,
+        /// audited as by this actor. `None`: to every webhook whose filters
+        /// match.
+        only: Option<(String, Actor)>,
         reply: Reply<PublishOutcome>,
     },
     CreateWebhook {
@@ -252,15 +253,17 @@ impl WriterHandle {
         })
     }
 
-    /// Publishes `event` to the one webhook `webhook_id`, if it exists.
+    /// Publishes `event` to the one webhook `webhook_id`, if it exists: a
+    /// test event, which `actor` sent.
     pub fn publish_to(
         &self,
         event: Event,
         webhook_id: String,
+        actor: Actor,
     ) -> Result<PublishOutcome, StoreError> {
         self.call(|reply| WriteOp::Publish {
             event,
-            only: Some(webhook_id),
+            only: Some((webhook_id, actor)),
             reply,
         })
     }
@@ -487,15 +490,6 @@ impl Subscriptions {
     }
 }
 
-/// ` from 10.0.0.0/8, ::1/128` for an audit summary; empty for no list.
-fn allow_summary(allow: &[crate::config::Cidr]) -> String {
-    if allow.is_empty() {
-        return String::new();
-    }
-    let nets: Vec<String> = allow.iter().map(ToString::to_string).collect();
-    format!(", usable from {}", nets.join(", "))
-}
-
 /// An answer to send once the batch's fate is known.
 type Completion = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
@@ -677,7 +671,7 @@ impl Writer {
         let now = clock::now_ms();
         match op {
             WriteOp::Publish { event, only, reply } => {
-                let result = self.publish(event, only.as_deref(), now);
+                let result = self.publish(event, only, now);
                 (
                     matches!(result, Ok(PublishOutcome::Created { .. })),
                     answer(reply, result),
@@ -766,7 +760,7 @@ impl Writer {
                         "created {} token \"{}\"{}",
                         token.scope.as_str(),
                         token.name,
-                        allow_summary(&token.allow)
+                        audit::allow_summary(&token.allow)
                     );
                     audit::record(
                         &self.conn,
@@ -925,7 +919,7 @@ impl Writer {
     fn publish(
         &mut self,
         mut event: Event,
-        only: Option<&str>,
+        only: Option<(String, Actor)>,
         now: i64,
     ) -> Result<PublishOutcome, StoreError> {
         if let Some(key) = &event.idempotency_key
@@ -937,8 +931,8 @@ impl Writer {
                 PublishOutcome::KeyConflict
             });
         }
-        let targets: Vec<&str> = match only {
-            Some(id) => self.subscriptions.get(id).into_iter().collect(),
+        let targets: Vec<&str> = match &only {
+            Some((id, _)) => self.subscriptions.get(id).into_iter().collect(),
             None => self.subscriptions.matching(&event.event_type).collect(),
         };
         if only.is_some() && targets.is_empty() {
@@ -954,6 +948,17 @@ impl Writer {
                 &ids::new(Kind::Delivery),
                 &event.id,
                 webhook_id,
+                now,
+            )?;
+        }
+        if let Some((webhook_id, actor)) = &only {
+            let summary = format!("sent a test {} event, {}", event.event_type, event.id);
+            audit::record(
+                &self.conn,
+                actor,
+                "webhook.tested",
+                Some(webhook_id),
+                &summary,
                 now,
             )?;
         }
@@ -1037,7 +1042,10 @@ impl Writer {
             (_, true) => "webhook.disabled",
             _ => "webhook.updated",
         };
-        audit::record(&self.conn, actor, action, Some(id), &summary, now)?;
+        // A PATCH that changes nothing leaves no audit row.
+        if let Some(summary) = summary {
+            audit::record(&self.conn, actor, action, Some(id), &summary, now)?;
+        }
         self.subscriptions.upsert(&webhook);
         Ok(Some(webhook))
     }

@@ -53,10 +53,19 @@ impl Server {
 
     /// [`Server::delivering`] listening on `listen` (such as `[::1]:0`).
     pub fn delivering_on(listen: &str, args: &[&str]) -> Server {
+        Server::delivering_with_env(listen, args, &[])
+    }
+
+    /// [`Server::delivering_on`] with environment variables set.
+    pub fn delivering_with_env(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut extra_args: Vec<String> = vec!["--listen".into(), listen.into()];
         extra_args.extend(args.iter().map(|s| s.to_string()));
-        let (child, log, addr) = spawn(dir.path(), &extra_args);
+        let mut command = serve_command(dir.path(), &extra_args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let (child, log, addr) = spawn_command(command);
         let token = std::fs::read_to_string(dir.path().join("hookbox.db.admin-token"))
             .expect("admin token file")
             .trim()
@@ -242,14 +251,18 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, args: &[String]) -> (Child, Arc<Mutex<String>>, SocketAddr) {
+fn serve_command(dir: &Path, args: &[String]) -> Command {
     let mut command = Command::new(BIN);
     command
         .arg("serve")
         .arg("--db")
         .arg(dir.join("hookbox.db"))
         .args(args);
-    spawn_command(command)
+    command
+}
+
+fn spawn(dir: &Path, args: &[String]) -> (Child, Arc<Mutex<String>>, SocketAddr) {
+    spawn_command(serve_command(dir, args))
 }
 
 /// Starts a prepared `hookbox serve` command, collects its log, and waits
