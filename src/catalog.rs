@@ -116,7 +116,7 @@ pub fn compile(
     builtin: bool,
 ) -> Result<EventType, Vec<FieldError>> {
     let mut errors = Vec::new();
-    if let Some(Err(why)) = name.map(check_type_name) {
+    if let Some(Err(why)) = name.filter(|_| !builtin).map(check_type_name) {
         errors.push(FieldError::new("name", "invalid", why));
     }
     let validator = match &schema {
@@ -413,6 +413,42 @@ fn builtins() -> Vec<(&'static str, &'static str, Value, Value)> {
                 "sale_date": "2025-01-21T22:20:56Z",
             }),
         ),
+        (
+            "hookbox.alert",
+            "hookbox's own: an alert opened or resolved (see GET /api/v1/alerts). Only hookbox publishes it.",
+            object(
+                json!({
+                    "alert_id": {"type": "string"},
+                    "rule": {"type": "string"},
+                    "status": {"type": "string", "enum": ["open", "resolved"]},
+                    "webhook_id": {"type": ["string", "null"]},
+                    "title": {"type": "string"},
+                    "message": {"type": "string"},
+                    "last_error": {"type": ["string", "null"]},
+                    "opened_at": {"type": "string", "format": "date-time"},
+                    "resolved_at": {"type": ["string", "null"], "format": "date-time"},
+                }),
+                &[
+                    "alert_id",
+                    "rule",
+                    "status",
+                    "title",
+                    "message",
+                    "opened_at",
+                ],
+            ),
+            json!({
+                "alert_id": "alt_01m8hdz3tdq7b67w1af1wjqm9k",
+                "rule": "delivery_failures",
+                "status": "open",
+                "webhook_id": "wh_01m8hdz3tdq7b67w1af1wjqm9k",
+                "title": "Deliveries to https://shop.example/hooks (wh_01m8hdz3tdq7b67w1af1wjqm9k) are failing",
+                "message": "A delivery failed after all its attempts; last error: http_status 500: database down",
+                "last_error": "http_status 500: database down",
+                "opened_at": "2026-11-28T16:00:00Z",
+                "resolved_at": null,
+            }),
+        ),
     ]
 }
 
@@ -429,6 +465,7 @@ mod tests {
             [
                 "email.updated",
                 "event.registered",
+                "hookbox.alert",
                 "item.created",
                 "item.sold",
                 "profile.created"

@@ -216,6 +216,34 @@ pub struct ServeArgs {
     /// Where to send signed `hookbox.alert` webhooks.
     #[arg(long, env = "HOOKBOX_ALERT_URL", hide_env_values = true)]
     pub alert_url: Option<String>,
+    /// The secret that signs alerts; by default one is generated at first
+    /// start and kept in `<db>.alert-secret` (mode 0600).
+    #[arg(long, env = "HOOKBOX_ALERT_SECRET", hide_env_values = true)]
+    pub alert_secret: Option<String>,
+    /// How often alert rules are checked.
+    #[arg(long, env = "HOOKBOX_ALERT_CHECK_EVERY", default_value = "30s", value_parser = parse_duration)]
+    pub alert_check_every: Duration,
+    /// The span the rate, response-time and timeout rules look at (at most 1h).
+    #[arg(long, env = "HOOKBOX_ALERT_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub alert_window: Duration,
+    /// Attempts a webhook needs in the window before its rates are judged.
+    #[arg(long, env = "HOOKBOX_ALERT_MIN_SAMPLES", default_value_t = 20)]
+    pub alert_min_samples: u64,
+    /// Alert when more than this share of a webhook's attempts fail (percent).
+    #[arg(long, env = "HOOKBOX_ALERT_ERROR_RATE", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub alert_error_rate: u8,
+    /// Alert when a webhook's p95 response time is above this.
+    #[arg(long, env = "HOOKBOX_ALERT_P95", default_value = "5s", value_parser = parse_duration)]
+    pub alert_p95: Duration,
+    /// Alert when a delivery for an enabled webhook has waited this long.
+    #[arg(long, env = "HOOKBOX_ALERT_QUEUE_AGE", default_value = "15m", value_parser = parse_duration)]
+    pub alert_queue_age: Duration,
+    /// Alert when less than this is free on the database's file system.
+    #[arg(long, env = "HOOKBOX_ALERT_DISK_FREE", default_value = "1GiB", value_parser = parse_size)]
+    pub alert_disk_free: u64,
+    /// Client addresses that may read GET /metrics (empty: anyone).
+    #[arg(long, env = "HOOKBOX_METRICS_ALLOW", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub metrics_allow: Vec<Cidr>,
     /// How long events and attempt logs are kept.
     #[arg(long, env = "HOOKBOX_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
@@ -375,7 +403,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "" | "B" => 1,
         "KiB" => 1024,
         "MiB" => 1024 * 1024,
-        _ => return Err(format!("'{text}' has an unknown unit; use B, KiB or MiB")),
+        "GiB" => 1024 * 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit; use B, KiB, MiB or GiB"
+            ));
+        }
     };
     number
         .checked_mul(factor)

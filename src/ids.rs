@@ -1,5 +1,5 @@
 //! Prefixed, time-ordered, opaque identifiers: `wh_…`, `evt_…`, `dlv_…`, `tok_…`,
-//! `aud_…`.
+//! `aud_…`, `alt_…`.
 //!
 //! An id is 128 bits — 48 bits of Unix milliseconds then 80 random bits —
 //! written as 26 characters of lowercase Crockford base32 after the prefix.
@@ -22,6 +22,7 @@ pub enum Kind {
     Delivery,
     Token,
     Audit,
+    Alert,
 }
 
 impl Kind {
@@ -32,6 +33,7 @@ impl Kind {
             Kind::Delivery => "dlv_",
             Kind::Token => "tok_",
             Kind::Audit => "aud_",
+            Kind::Alert => "alt_",
         }
     }
 
@@ -51,6 +53,7 @@ pub fn is_id(text: &str) -> bool {
         Kind::Delivery,
         Kind::Token,
         Kind::Audit,
+        Kind::Alert,
     ]
     .iter()
     .any(|kind| kind.matches(text))

@@ -13,6 +13,7 @@ mod config;
 mod delivery;
 mod ids;
 mod logging;
+mod monitor;
 mod notify;
 mod retention;
 mod secrets;

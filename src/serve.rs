@@ -32,6 +32,7 @@ use crate::config::{Scope, ServeArgs};
 use crate::delivery::worker::{self, RetryPolicy};
 use crate::delivery::{Engine, Liveness, SCHEDULER_STUCK_MS, Settings, scheduler};
 use crate::ids::{self, Kind};
+use crate::monitor::{Monitor, alerts};
 use crate::notify::{self, Notifier};
 use crate::retention;
 use crate::secrets;
@@ -61,6 +62,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         disable_after_ms: args.disable_after.as_millis() as i64,
         wakeups: wakeups.clone(),
     };
+    if let Some(url) = &args.alert_url {
+        alert_webhook(
+            &conn,
+            db,
+            url,
+            args.alert_secret.as_deref(),
+            &args.allow_targets,
+        )?;
+    }
+    let started_ms = clock::now_ms();
+    let monitor = Arc::new(Monitor::new());
     let (writer, writer_thread) = writer::spawn(conn, writer_config)?;
     let engine = (!args.pause_delivery)
         .then(|| {
@@ -70,6 +82,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 wakeups,
                 woken,
                 Settings {
+                    monitor: monitor.clone(),
                     limits: scheduler::Limits {
                         workers: args.workers as usize,
                         per_webhook: args.webhook_concurrency as usize,
@@ -133,14 +146,34 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body_size: args.max_body_size,
             secret_grace_ms: i64::try_from(args.secret_grace.as_millis()).unwrap_or(i64::MAX),
             delivery_timeout: args.delivery_timeout,
+            metrics_allow: args.metrics_allow.clone(),
         },
         rate: RateLimiter::new(args.api_rate_limit),
         agent: worker::agent(args.allow_targets.clone(), args.delivery_timeout),
         testers: Default::default(),
+        monitor: monitor.clone(),
+        liveness: engine.as_ref().map(Engine::liveness),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let retention = retention::spawn(writer.clone(), args.retention, stopping.clone())
         .context("starting the retention thread")?;
+    let alerts = alerts::spawn(
+        monitor.clone(),
+        db.to_path_buf(),
+        writer.clone(),
+        alerts::Rules {
+            every: args.alert_check_every,
+            window: args.alert_window.min(Duration::from_secs(3600)),
+            min_samples: args.alert_min_samples,
+            error_rate: f64::from(args.alert_error_rate) / 100.0,
+            p95: args.alert_p95,
+            queue_age: args.alert_queue_age,
+            disk_free: args.alert_disk_free,
+        },
+        stopping.clone(),
+    )
+    .context("starting the alerts thread")?;
+    load_history(monitor.clone(), db.to_path_buf(), started_ms);
     let http_threads = args.http_threads as usize;
     let threads = api::spawn_threads(
         server.clone(),
@@ -162,9 +195,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.api_rate_limit,
         clock::human_duration(i64::try_from(args.secret_grace.as_millis()).unwrap_or(i64::MAX)),
     );
-    if args.alert_url.is_some() {
-        log::warn!("--alert-url is accepted but alerts are not sent yet");
-    }
     log::info!("listening on {scheme}://{addr}");
     let notifier = Arc::new(Notifier::from_env());
     notifier.send("READY=1\n");
@@ -204,6 +234,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if retention.join().is_err() {
         log::error!("the retention thread panicked");
     }
+    if alerts.join().is_err() {
+        log::error!("the alerts thread panicked");
+    }
     writer.shutdown();
     drop(writer);
     if writer_thread.join().is_err() {
@@ -215,6 +248,128 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         log::error!("the watchdog thread panicked");
     }
     log::info!("stopped");
+    Ok(())
+}
+
+/// Fills the statistics with the last day's stored attempts, on a thread
+/// of its own: start-up does not wait for it.
+fn load_history(monitor: Arc<Monitor>, db: PathBuf, until: i64) {
+    let spawned = std::thread::Builder::new()
+        .name("stats-history".into())
+        .spawn(move || {
+            let began = Instant::now();
+            match store::open_reader(&db).and_then(|conn| monitor.load_history(&conn, until)) {
+                Ok(n) => log::info!(
+                    "statistics: {n} attempts of the last day loaded in {} ms",
+                    began.elapsed().as_millis()
+                ),
+                Err(e) => {
+                    log::warn!("statistics: the last day's attempts could not be loaded: {e}")
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("statistics: cannot start loading history: {e}");
+    }
+}
+
+/// Where the generated alert secret is kept: `<db>.alert-secret`.
+pub fn alert_secret_path(db: &Path) -> PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".alert-secret");
+    PathBuf::from(path)
+}
+
+/// The description that marks the webhook `--alert-url` delivers through.
+const ALERT_WEBHOOK: &str = "hookbox alerts (--alert-url)";
+
+/// Makes sure one webhook, subscribed to `hookbox.alert`, delivers to
+/// `url` with the alert secret: `--alert-secret`, or the one in
+/// `<db>.alert-secret`, generated (mode 0600) at first start. Never logged.
+fn alert_webhook(
+    conn: &rusqlite::Connection,
+    db: &Path,
+    url: &str,
+    secret: Option<&str>,
+    allow_targets: &[crate::config::Cidr],
+) -> anyhow::Result<()> {
+    let url = crate::delivery::target::check_url(url, allow_targets)
+        .map_err(|why| anyhow!("--alert-url {why}"))?;
+    let secret = match secret {
+        Some(secret) => secret.to_owned(),
+        None => {
+            let path = alert_secret_path(db);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
+                _ => {
+                    let secret = secrets::new_webhook_secret();
+                    let _ = std::fs::remove_file(&path);
+                    let mut file = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    writeln!(file, "{secret}")
+                        .and_then(|()| file.sync_all())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    log::info!(
+                        "alerts are signed with a new secret, kept in {}",
+                        path.display()
+                    );
+                    secret
+                }
+            }
+        }
+    };
+    let now = clock::now_ms();
+    let existing = crate::store::webhooks::all_live(conn)?
+        .into_iter()
+        .find(|w| w.description == ALERT_WEBHOOK);
+    match existing {
+        Some(mut w) => {
+            if w.url != url || w.secret != secret || !w.enabled {
+                w.url = url;
+                w.enabled = true;
+                w.disabled_reason = None;
+                w.updated_at = now;
+                crate::store::webhooks::update(conn, &w)?;
+                conn.execute(
+                    "UPDATE webhooks SET secret = ?2 WHERE id = ?1",
+                    rusqlite::params![w.id, secret],
+                )
+                .context("setting the alert secret")?;
+                log::info!("alerts go to {} through webhook {}", w.url, w.id);
+            }
+        }
+        None => {
+            let w = crate::store::webhooks::Webhook {
+                id: ids::new(Kind::Webhook),
+                url,
+                description: ALERT_WEBHOOK.to_owned(),
+                secret,
+                events: vec![alerts::EVENT_TYPE.to_owned()],
+                max_attempts: Some(10),
+                rate_limit_per_s: None,
+                enabled: true,
+                disabled_reason: None,
+                created_at: now,
+                updated_at: now,
+                previous_secret: None,
+                previous_secret_until: None,
+            };
+            crate::store::webhooks::insert(conn, &w)?;
+            audit::record(
+                conn,
+                &Actor::System,
+                "webhook.created",
+                Some(&w.id),
+                "created the --alert-url webhook for hookbox.alert",
+                now,
+            )?;
+            log::info!("alerts go to {} through webhook {}", w.url, w.id);
+        }
+    }
     Ok(())
 }
 

@@ -111,7 +111,17 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let timestamp = timestamp
         .and_then(|t| validation::time("timestamp", &t, &mut errors))
         .map(clock::rfc3339);
-    let event_type = known_type(ctx, name.as_deref(), &mut errors);
+    let event_type = known_type(ctx, name.as_deref(), &mut errors).filter(|t| {
+        let own = t.name.starts_with("hookbox.");
+        if own {
+            errors.push(FieldError::new(
+                "event",
+                "reserved",
+                format!("{} events are published by hookbox itself", t.name),
+            ));
+        }
+        !own
+    });
     match (&data, &event_type) {
         (None, _) => errors.push(FieldError::new("data", "required", "is required")),
         (Some(data), Some(t)) => errors.extend(t.validate(data)),
@@ -157,6 +167,14 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     match ctx.state.writer.publish(event)? {
         PublishOutcome::Created { deliveries } => {
             stored.deliveries = deliveries;
+            ctx.state
+                .monitor
+                .metrics
+                .events_published
+                .get_or_create(&crate::monitor::metrics::EventLabels {
+                    event_type: stored.event_type.clone(),
+                })
+                .inc();
             Ok(Reply::json(202, &summary(&stored)))
         }
         PublishOutcome::Replayed(original) => Ok(Reply::json(200, &summary(&original))),

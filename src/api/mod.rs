@@ -22,6 +22,7 @@ mod client;
 mod deliveries;
 mod error;
 mod events;
+mod monitoring;
 mod router;
 mod tester;
 mod tokens;
@@ -64,6 +65,8 @@ pub struct State {
     /// Tester requests running now (each holds an API thread for up to
     /// three delivery timeouts; at most `tester::MAX_RUNNING` at once).
     pub testers: std::sync::atomic::AtomicUsize,
+    pub monitor: Arc<crate::monitor::Monitor>,
+    pub liveness: Option<crate::delivery::Liveness>,
 }
 
 /// Read and write timeout of every API socket: a client silent this long
@@ -91,6 +94,8 @@ pub struct Limits {
     pub secret_grace_ms: i64,
     /// `--delivery-timeout`, which the tester holds receivers to.
     pub delivery_timeout: Duration,
+    /// Who may read `/metrics` (empty: anyone).
+    pub metrics_allow: Vec<Cidr>,
 }
 
 /// A response before it is written.
@@ -206,7 +211,16 @@ pub fn drain(server: &Server, state: &State) {
 fn handle(state: &State, mut request: Request) {
     let mut reply = match catch_unwind(AssertUnwindSafe(|| pipeline(state, &mut request))) {
         Ok(Ok(reply)) => reply,
-        Ok(Err(error)) => error.into_reply(),
+        Ok(Err(error)) => {
+            match error.code {
+                "rate_limited" => state.monitor.metrics.rate_limited.inc(),
+                "storage_unavailable" | "internal_error" => {
+                    state.monitor.metrics.database_errors.inc()
+                }
+                _ => 0,
+            };
+            error.into_reply()
+        }
         Err(_) => {
             log::error!(
                 "handler panicked on {} {}; answered 500",
@@ -222,6 +236,16 @@ fn handle(state: &State, mut request: Request) {
     if reply.status == 413 || (expects_continue && reply.status >= 400) {
         reply.headers.push(("Connection", "close".into()));
     }
+    let route = router::class(request.method(), request.url());
+    state
+        .monitor
+        .metrics
+        .api_requests
+        .get_or_create(&crate::monitor::metrics::RequestLabels {
+            route: route.to_owned(),
+            status: reply.status.to_string(),
+        })
+        .inc();
     if let Err(e) = request.respond(reply.into_response()) {
         log::debug!("writing a response: {e}");
     }
@@ -241,9 +265,23 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
     let method = request.method().clone();
 
     match (path, &method) {
-        ("/healthz", Method::Get | Method::Head) => return Ok(health(state)),
+        ("/healthz", Method::Get | Method::Head) => return Ok(monitoring::health(state)),
+        ("/metrics", Method::Get | Method::Head) => {
+            let client = request.remote_addr().map(|a| a.ip().to_canonical());
+            let nets = &state.limits.metrics_allow;
+            if !nets.is_empty() && !client.is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
+                return Err(ApiError::new(
+                    403,
+                    "ip_not_allowed",
+                    "this client address may not read /metrics (see --metrics-allow)",
+                ));
+            }
+            return Ok(monitoring::metrics(state));
+        }
         ("/", Method::Get | Method::Head) => return Ok(dashboard()),
-        ("/healthz" | "/", _) => return Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
+        ("/healthz" | "/metrics" | "/", _) => {
+            return Err(ApiError::method_not_allowed(&["GET", "HEAD"]));
+        }
         _ => {}
     }
     if !path.starts_with("/api/") {
@@ -358,25 +396,6 @@ fn read_body(state: &State, request: &mut Request) -> Result<Vec<u8>, ApiError> 
         return Err(too_large());
     }
     Ok(body)
-}
-
-/// `/healthz`: 200 when the database takes a commit, 503 naming the part
-/// that fails otherwise. (Workers and queue depth join with monitoring.)
-fn health(state: &State) -> Reply {
-    let version = env!("CARGO_PKG_VERSION");
-    match state.writer.ping(Duration::from_secs(2)) {
-        Ok(()) => Reply::json(
-            200,
-            &serde_json::json!({"status": "ok", "version": version}),
-        ),
-        Err(e) => {
-            log::warn!("health check failed: {e}");
-            Reply::json(
-                503,
-                &serde_json::json!({"status": "unavailable", "failing": "database", "version": version}),
-            )
-        }
-    }
 }
 
 fn dashboard() -> Reply {

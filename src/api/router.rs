@@ -3,7 +3,7 @@
 use tiny_http::Method;
 
 use super::error::ApiError;
-use super::{Ctx, Reply, audit, deliveries, events, tester, tokens, webhooks};
+use super::{Ctx, Reply, audit, deliveries, events, monitoring, tester, tokens, webhooks};
 use crate::config::Scope;
 
 /// Every endpoint of the API, with its path parameters.
@@ -31,6 +31,9 @@ pub enum Endpoint {
     CreateToken,
     RevokeToken(String),
     AuditLog,
+    Stats,
+    WebhookStats(String),
+    Alerts,
 }
 
 impl Endpoint {
@@ -50,6 +53,9 @@ impl Endpoint {
                     | Endpoint::GetDelivery(_)
                     | Endpoint::ListTokens
                     | Endpoint::AuditLog
+                    | Endpoint::Stats
+                    | Endpoint::WebhookStats(_)
+                    | Endpoint::Alerts
             ),
         }
     }
@@ -108,6 +114,12 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         (["tokens", id], Delete) => Endpoint::RevokeToken(id.to_string()),
         (["tokens", _], _) => return Err(ApiError::method_not_allowed(&["DELETE"])),
         (["audit-log"], Get) => Endpoint::AuditLog,
+        (["stats"], Get) => Endpoint::Stats,
+        (["stats"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
+        (["alerts"], Get) => Endpoint::Alerts,
+        (["alerts"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
+        (["webhooks", id, "stats"], Get) => Endpoint::WebhookStats(id.to_string()),
+        (["webhooks", _, "stats"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
         (["audit-log"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
         (["deliveries"], Get) => Endpoint::ListDeliveries,
         (["deliveries"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
@@ -152,6 +164,40 @@ pub fn dispatch(ctx: &Ctx<'_>, endpoint: Endpoint) -> Result<Reply, ApiError> {
         Endpoint::CreateToken => tokens::create(ctx),
         Endpoint::RevokeToken(id) => tokens::revoke(ctx, &id),
         Endpoint::AuditLog => audit::list(ctx),
+        Endpoint::Stats => monitoring::stats(ctx),
+        Endpoint::WebhookStats(id) => monitoring::webhook_stats(ctx, &id),
+        Endpoint::Alerts => monitoring::alerts(ctx),
+    }
+}
+
+/// The route of a request, for metrics labels: the endpoint's name in
+/// snake case (ids left out), or what else the path is.
+pub fn class(method: &Method, url: &str) -> String {
+    let path = url.split('?').next().unwrap_or_default();
+    match path {
+        "/healthz" => return "healthz".into(),
+        "/metrics" => return "metrics".into(),
+        "/" => return "dashboard".into(),
+        _ => {}
+    }
+    match route(method, path) {
+        Ok(endpoint) => {
+            let name = format!("{endpoint:?}");
+            let name = name.split('(').next().unwrap_or_default();
+            let mut snake = String::with_capacity(name.len() + 4);
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() {
+                    if i > 0 {
+                        snake.push('_');
+                    }
+                    snake.push(c.to_ascii_lowercase());
+                } else {
+                    snake.push(c);
+                }
+            }
+            snake
+        }
+        Err(_) => "unknown".into(),
     }
 }
 
@@ -217,6 +263,9 @@ mod tests {
             Endpoint::CreateToken,
             Endpoint::RevokeToken(String::new()),
             Endpoint::AuditLog,
+            Endpoint::Stats,
+            Endpoint::WebhookStats(String::new()),
+            Endpoint::Alerts,
         ];
         for e in &all {
             assert!(e.allowed_for(Scope::Admin));

@@ -21,6 +21,7 @@ use crate::store::writer::{Wakeups, WriterHandle};
 
 /// Settings of the engine, from the command line.
 pub struct Settings {
+    pub monitor: Arc<crate::monitor::Monitor>,
     pub limits: scheduler::Limits,
     pub retry: worker::RetryPolicy,
     pub allow_targets: Vec<Cidr>,
@@ -79,9 +80,10 @@ impl Engine {
                     done_tx.clone(),
                 );
                 let (retry, stopping) = (settings.retry, stopping.clone());
+                let monitor = settings.monitor.clone();
                 thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || worker::run(agent, jobs, writer, done, retry, stopping))
+                    .spawn(move || worker::run(agent, jobs, writer, done, retry, stopping, monitor))
                     .map_err(spawn_error)
             })
             .collect::<Result<Vec<_>, _>>()?;

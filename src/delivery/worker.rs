@@ -243,6 +243,7 @@ pub fn run(
     done: Sender<(String, String, NextStep)>,
     policy: RetryPolicy,
     stopping: Arc<AtomicBool>,
+    monitor: Arc<crate::monitor::Monitor>,
 ) {
     for job in jobs {
         if stopping.load(Ordering::Acquire) {
@@ -253,7 +254,8 @@ pub fn run(
         let started_at = clock::now_ms();
         let clock = Instant::now();
         let outcome = send(&agent, &job, &policy);
-        let duration_ms = clock.elapsed().as_millis() as i64;
+        let elapsed = clock.elapsed();
+        let duration_ms = elapsed.as_millis() as i64;
         let next = decide(
             &job,
             &outcome,
@@ -261,6 +263,20 @@ pub fn run(
             clock::now_ms(),
             backoff::random_jitter(),
         );
+        monitor.attempt(&crate::monitor::Finished {
+            webhook_id: &job.webhook_id,
+            started_at,
+            duration: elapsed,
+            error_kind: outcome.error.map(ErrorKind::as_str),
+            status: outcome.status,
+            body: &outcome.body,
+            attempt: job.attempt,
+            outcome: match next {
+                NextStep::Succeeded => "succeeded",
+                NextStep::Failed => "failed",
+                NextStep::RetryAt(_) | NextStep::DisableWebhook => "retried",
+            },
+        });
         let record = AttemptRecord {
             delivery_id: job.delivery_id.clone(),
             webhook_id: job.webhook_id.clone(),

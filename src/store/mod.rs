@@ -23,6 +23,7 @@
 
 pub mod audit;
 pub mod events;
+pub mod monitoring;
 pub mod schema;
 pub mod tokens;
 pub mod webhooks;

@@ -123,6 +123,28 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_log_action ON audit_log (action, id);
     CREATE INDEX audit_log_at ON audit_log (at);
     "#,
+    // 4: monitoring. The scheduler's queue index also covers `created_at`,
+    // so the oldest pending delivery is found from the index alone; attempts
+    // by start time, to rebuild the last day's statistics at start; alerts.
+    r#"
+    DROP INDEX deliveries_webhook_due;
+    CREATE INDEX deliveries_webhook_due ON deliveries (webhook_id, next_attempt_at, created_at) WHERE status = 'pending';
+    CREATE INDEX attempts_started ON attempts (started_at);
+    CREATE TABLE alerts (
+        id          TEXT PRIMARY KEY,            -- alt_…, time-ordered
+        rule        TEXT NOT NULL,               -- delivery_failures, error_rate, ...
+        subject     TEXT NOT NULL,               -- a webhook id, or 'system'
+        status      TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+        opened_at   INTEGER NOT NULL,
+        resolved_at INTEGER,
+        title       TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        last_error  TEXT
+    );
+    -- At most one open alert per rule and subject.
+    CREATE UNIQUE INDEX alerts_open ON alerts (rule, subject) WHERE status = 'open';
+    CREATE INDEX alerts_status ON alerts (status, id);
+    "#,
 ];
 
 /// The schema version this binary writes.

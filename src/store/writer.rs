@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::audit::{self, Actor};
 use super::events::{self, Attempt, DeliveryStatus, Event, EventType};
+use super::monitoring;
 use super::tokens::{self, Token};
 use super::webhooks::{self, Patch, Webhook};
 use super::{Context, StoreError};
@@ -119,6 +120,13 @@ pub enum WriteOp {
         actor: Actor,
         reply: Reply<Option<usize>>,
     },
+    /// Opens or resolves an alert, and publishes its `hookbox.alert`
+    /// event in the same transaction when the alert's state changed.
+    Alert {
+        change: AlertChange,
+        now: i64,
+        reply: Reply<Option<monitoring::Alert>>,
+    },
     /// Removes one batch of what is older than the retention.
     Prune {
         before: i64,
@@ -147,6 +155,13 @@ impl WriteOp {
                 | WriteOp::Shutdown
         )
     }
+}
+
+/// What becomes of an alert.
+#[derive(Debug)]
+pub enum AlertChange {
+    Open(monitoring::Alert),
+    Resolve { rule: String, subject: String },
 }
 
 /// What a delivery worker reports after an attempt.
@@ -382,6 +397,15 @@ impl WriterHandle {
             actor,
             reply,
         })
+    }
+
+    /// Opens or resolves an alert; the stored alert if its state changed.
+    pub fn alert(
+        &self,
+        change: AlertChange,
+        now: i64,
+    ) -> Result<Option<monitoring::Alert>, StoreError> {
+        self.call(|reply| WriteOp::Alert { change, now, reply })
     }
 
     /// Removes one batch of events (with their deliveries and attempts)
@@ -636,6 +660,7 @@ impl Writer {
             WriteOp::Unclaim { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Ping { reply } => answer(reply, Err(stopped())),
             WriteOp::Prune { reply, .. } => answer(reply, Err(stopped())),
+            WriteOp::Alert { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::RetryDelivery { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Replay { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::TouchToken { .. } | WriteOp::RecordAttempt(_) | WriteOp::Shutdown => {
@@ -868,6 +893,10 @@ impl Writer {
             }
             WriteOp::Shutdown => (true, Box::new(|_| {})),
             WriteOp::Ping { reply } => (true, answer(reply, Ok(()))),
+            WriteOp::Alert { change, now, reply } => {
+                let result = self.alert(change, now);
+                (result.is_ok(), answer(reply, result))
+            }
             WriteOp::Prune {
                 before,
                 audit_before,
@@ -1048,6 +1077,24 @@ impl Writer {
         }
         self.subscriptions.upsert(&webhook);
         Ok(Some(webhook))
+    }
+
+    fn alert(
+        &mut self,
+        change: AlertChange,
+        now: i64,
+    ) -> Result<Option<monitoring::Alert>, StoreError> {
+        let changed = match change {
+            AlertChange::Open(alert) => monitoring::open_alert(&self.conn, &alert)?,
+            AlertChange::Resolve { rule, subject } => {
+                monitoring::resolve_alert(&self.conn, &rule, &subject, now)?
+            }
+        };
+        if let Some(alert) = &changed {
+            let event = crate::monitor::alerts::event(alert, now);
+            self.publish(event, None, now)?;
+        }
+        Ok(changed)
     }
 
     fn rotate_secret(

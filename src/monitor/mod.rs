@@ -1,0 +1,187 @@
+//! Monitoring: what the delivery engine did lately and how the queue
+//! stands, as Prometheus metrics ([`metrics`]), statistics of the last hour
+//! and day ([`stats`]) and alerts ([`alerts`]).
+//!
+//! Delivery workers report each finished attempt to [`Monitor::attempt`]:
+//! metrics by atomic adds, statistics under a mutex held for a few
+//! additions. The queue (pending, held, oldest waiting) is read from the
+//! database at most once every [`QUEUE_FRESH`], whoever asks.
+
+pub mod alerts;
+pub mod metrics;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::store::StoreError;
+use crate::store::monitoring::{self, Queue};
+use stats::{Sample, Series};
+
+/// How long a queue reading is reused.
+const QUEUE_FRESH: Duration = Duration::from_secs(2);
+
+/// The last attempt to a webhook, for alerts that say what failed.
+#[derive(Debug, Clone, Default)]
+pub struct LastAttempt {
+    pub ok: bool,
+    pub at: i64,
+    /// `http_status 500: <body start>`, `timeout`, ...
+    pub error: Option<String>,
+    /// When a delivery to it last failed for good.
+    pub exhausted_at: Option<i64>,
+}
+
+#[derive(Default)]
+struct Recent {
+    all: Series,
+    hooks: HashMap<String, Series>,
+    last: HashMap<String, LastAttempt>,
+}
+
+/// One attempt as a worker saw it.
+pub struct Finished<'a> {
+    pub webhook_id: &'a str,
+    pub started_at: i64,
+    pub duration: Duration,
+    /// `None` for a 2xx; else the error kind (`http_status`, `timeout`, ...).
+    pub error_kind: Option<&'a str>,
+    pub status: Option<u16>,
+    pub body: &'a [u8],
+    pub attempt: i64,
+    /// What became of the delivery: `succeeded`, `retried`, `failed`.
+    pub outcome: &'static str,
+}
+
+pub struct Monitor {
+    pub metrics: metrics::Metrics,
+    recent: Mutex<Recent>,
+    queue: Mutex<Option<(Instant, Option<String>, Queue)>>,
+}
+
+impl Monitor {
+    pub fn new() -> Monitor {
+        Monitor {
+            metrics: metrics::Metrics::new(),
+            recent: Mutex::new(Recent::default()),
+            queue: Mutex::new(None),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a finished attempt.
+    pub fn attempt(&self, f: &Finished<'_>) {
+        let ok = f.error_kind.is_none();
+        self.metrics.attempt(
+            f.error_kind.unwrap_or("success"),
+            f.outcome,
+            f.duration.as_secs_f64(),
+            f.attempt > 1,
+        );
+        let sample = Sample {
+            at_ms: f.started_at,
+            ok,
+            duration_ms: f.duration.as_millis() as u64,
+            retry: f.attempt > 1,
+            exhausted: f.outcome == "failed",
+            timeout: f.error_kind == Some("timeout"),
+        };
+        let error = f.error_kind.map(|kind| {
+            let body = String::from_utf8_lossy(&f.body[..f.body.len().min(120)]).into_owned();
+            match f.status {
+                Some(status) => format!("{kind} {status}: {}", body.trim()),
+                None => format!("{kind}: {}", body.trim()),
+            }
+        });
+        let mut recent = self.recent();
+        recent.all.add(&sample);
+        recent
+            .hooks
+            .entry(f.webhook_id.to_owned())
+            .or_default()
+            .add(&sample);
+        let last = recent.last.entry(f.webhook_id.to_owned()).or_default();
+        last.ok = ok;
+        last.at = f.started_at;
+        last.error = error;
+        if sample.exhausted {
+            last.exhausted_at = Some(f.started_at);
+        }
+    }
+
+    /// Fills the statistics with the attempts stored before `until` (the
+    /// start of this process), from the last day.
+    pub fn load_history(&self, conn: &Connection, until: i64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut loaded = Recent::default();
+        monitoring::attempts_between(conn, until - 24 * 3_600_000, until, |a| {
+            let sample = Sample {
+                at_ms: a.started_at,
+                ok: a.ok,
+                duration_ms: a.duration_ms.max(0) as u64,
+                retry: a.number > 1,
+                exhausted: a.exhausted,
+                timeout: a.timeout,
+            };
+            loaded.all.add(&sample);
+            loaded.hooks.entry(a.webhook_id).or_default().add(&sample);
+            n += 1;
+        })?;
+        // Merge under the lock: attempts of this process are already in.
+        let mut recent = self.recent();
+        let live = std::mem::take(&mut *recent);
+        *recent = loaded;
+        recent.last = live.last;
+        replay(&mut recent, live.all, live.hooks);
+        Ok(n)
+    }
+
+    /// The statistics of all webhooks, or of one.
+    pub fn series(&self, webhook: Option<&str>) -> Series {
+        let recent = self.recent();
+        match webhook {
+            None => recent.all.clone(),
+            Some(id) => recent.hooks.get(id).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// What the last attempt to each webhook was.
+    pub fn last_attempts(&self) -> HashMap<String, LastAttempt> {
+        self.recent().last.clone()
+    }
+
+    /// The queue, read from the database unless a reading of the same
+    /// scope is under [`QUEUE_FRESH`] old.
+    pub fn queue(&self, conn: &Connection, webhook: Option<&str>) -> Result<Queue, StoreError> {
+        let mut cached = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, scope, q)) = cached.as_ref()
+            && at.elapsed() < QUEUE_FRESH
+            && scope.as_deref() == webhook
+        {
+            return Ok(*q);
+        }
+        let q = monitoring::queue(conn, webhook)?;
+        *cached = Some((Instant::now(), webhook.map(str::to_owned), q));
+        Ok(q)
+    }
+}
+
+/// Adds what this process counted while the history loaded: the two cover
+/// different times (after and before the start), so buckets just add up.
+fn replay(recent: &mut Recent, live_all: Series, live_hooks: HashMap<String, Series>) {
+    recent.all.merge(&live_all);
+    for (id, series) in live_hooks {
+        recent.hooks.entry(id).or_default().merge(&series);
+    }
+}
