@@ -276,7 +276,9 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
                     "this client address may not read /metrics (see --metrics-allow)",
                 ));
             }
-            return Ok(monitoring::metrics(state));
+            let open_metrics = header(request, "Accept")
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
+            return Ok(monitoring::metrics(state, open_metrics));
         }
         ("/", Method::Get | Method::Head) => return Ok(dashboard()),
         ("/healthz" | "/metrics" | "/", _) => {

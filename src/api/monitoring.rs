@@ -122,8 +122,10 @@ pub fn alerts(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &page.body(rows, |a| &a.id, alert_json)))
 }
 
-/// `GET /metrics`: the scrape-time gauges are read, then everything encoded.
-pub fn metrics(state: &State) -> Reply {
+/// `GET /metrics`: the scrape-time gauges are read, then everything encoded
+/// — as OpenMetrics when the scraper asks for it, else in the classic
+/// Prometheus text format.
+pub fn metrics(state: &State, open_metrics: bool) -> Reply {
     let m = &state.monitor.metrics;
     let now = clock::now_ms();
     let read = state.reads.with(|conn| {
@@ -151,10 +153,22 @@ pub fn metrics(state: &State) -> Reply {
         }
         Err(e) => log::warn!("metrics: reading the queue failed: {e}"),
     }
+    let text = m.encode();
+    let (body, content_type) = if open_metrics {
+        (
+            text,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            crate::monitor::metrics::to_classic(&text),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
     Reply {
         status: 200,
-        body: m.encode().into_bytes(),
-        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body: body.into_bytes(),
+        content_type,
         headers: Vec::new(),
     }
 }

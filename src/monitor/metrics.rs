@@ -57,7 +57,7 @@ impl EncodeMetric for AtomicHistogram {
         let buckets: Vec<(f64, u64)> = BOUNDS
             .iter()
             .copied()
-            .chain([f64::MAX])
+            .chain([f64::INFINITY])
             .zip(self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
             .collect();
         // Count from the buckets, so the two always agree in one scrape.
@@ -259,7 +259,7 @@ impl Metrics {
         self.response_time.observe(seconds);
     }
 
-    /// The text exposition (OpenMetrics), after the caller has set the
+    /// The OpenMetrics text exposition, after the caller has set the
     /// scrape-time gauges.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -267,5 +267,71 @@ impl Metrics {
             log::error!("encoding metrics failed");
         }
         text
+    }
+}
+
+/// OpenMetrics text as the classic Prometheus text format (0.0.4), for
+/// scrapers and tools (`promtool check metrics`) that do not ask for
+/// OpenMetrics: a counter family is named with its `_total` suffix in HELP
+/// and TYPE, and there are no UNIT or EOF lines. Samples are the same.
+pub fn to_classic(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let mut help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some((_, text)) = help.take().and_then(|h| h.split_once(' ')) {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_with_total_and_drops_unit_and_eof() {
+        let m = Metrics::new();
+        m.attempt("success", "succeeded", 0.012, false);
+        let classic = to_classic(&m.encode());
+        assert!(
+            classic.contains("# TYPE hookbox_delivery_attempts_total counter"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP hookbox_delivery_attempts_total "),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("hookbox_delivery_attempts_total{result=\"success\"} 1"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("hookbox_delivery_response_time_seconds_bucket{le=\"+Inf\"} 1"),
+            "{classic}"
+        );
+        assert!(
+            !classic.contains("# UNIT") && !classic.contains("# EOF"),
+            "{classic}"
+        );
     }
 }
