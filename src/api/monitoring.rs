@@ -2,9 +2,10 @@
 //! `GET /api/v1/stats`, `GET /api/v1/webhooks/{id}/stats` and
 //! `GET /api/v1/alerts`.
 //!
-//! Statistics come from memory (see `monitor::stats`) and the queue from
-//! a cached count over the queue's partial index, so polling them every few
-//! seconds costs the same with a million stored attempts as with none.
+//! Statistics come from memory (see `monitor::stats`), so their cost does
+//! not grow with the attempts stored. The queue is counted per webhook on
+//! an index and the reading reused for 5 s (about 40 ms per refresh with
+//! 500,000 pending on the development machine).
 
 use std::time::Duration;
 

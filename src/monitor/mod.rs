@@ -22,7 +22,7 @@ use crate::store::monitoring::{self, Queue};
 use stats::{Sample, Series};
 
 /// How long a queue reading is reused.
-const QUEUE_FRESH: Duration = Duration::from_secs(2);
+const QUEUE_FRESH: Duration = Duration::from_secs(5);
 
 /// The last attempt to a webhook, for alerts that say what failed.
 #[derive(Debug, Clone, Default)]

@@ -13,35 +13,50 @@ pub struct Queue {
     pub held: i64,
     pub delivering: i64,
     /// When the oldest delivery waiting for an enabled webhook was created.
+    /// (Deliveries of deleted webhooks are cancelled, so none is left out.)
     pub oldest_waiting: Option<i64>,
 }
 
-/// Counts from the partial queue index (which also covers `created_at`),
-/// so even a million pending deliveries are counted without table reads.
+/// Counted per webhook on the `(webhook_id, status, id)` index: a count is
+/// a walk over that webhook's pending entries in the index alone, and the
+/// oldest pending delivery is the first entry (ids sort in creation order),
+/// found by one seek.
 pub fn queue(conn: &Connection, webhook: Option<&str>) -> Result<Queue, StoreError> {
-    conn.prepare_cached(
-        "SELECT \
-           (SELECT count(*) FROM deliveries d WHERE d.status = 'pending' \
-              AND (?1 IS NULL OR d.webhook_id = ?1)), \
-           (SELECT count(*) FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-              WHERE d.status = 'pending' AND w.enabled = 0 AND (?1 IS NULL OR d.webhook_id = ?1)), \
-           (SELECT count(*) FROM deliveries d WHERE d.status = 'delivering' \
-              AND (?1 IS NULL OR d.webhook_id = ?1)), \
-           (SELECT min(d.created_at) FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-              WHERE d.status = 'pending' AND w.enabled = 1 AND w.deleted_at IS NULL \
-              AND (?1 IS NULL OR d.webhook_id = ?1))",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_row([webhook], |row| {
-            Ok(Queue {
-                pending: row.get(0)?,
-                held: row.get(1)?,
-                delivering: row.get(2)?,
-                oldest_waiting: row.get(3)?,
-            })
+    let hooks: Vec<(String, bool)> = conn
+        .prepare_cached(
+            "SELECT id, enabled FROM webhooks WHERE deleted_at IS NULL AND (?1 IS NULL OR id = ?1)",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([webhook], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
         })
-    })
-    .context("reading the queue")
+        .context("listing webhooks for the queue")?;
+    let mut q = Queue::default();
+    for (id, enabled) in hooks {
+        let (pending, delivering, oldest): (i64, i64, Option<i64>) = conn
+            .prepare_cached(
+                "SELECT \
+                   (SELECT count(*) FROM deliveries WHERE webhook_id = ?1 AND status = 'pending'), \
+                   (SELECT count(*) FROM deliveries WHERE webhook_id = ?1 AND status = 'delivering'), \
+                   (SELECT created_at FROM deliveries WHERE webhook_id = ?1 AND status = 'pending' \
+                      ORDER BY id LIMIT 1)",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([&id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            })
+            .context("reading the queue")?;
+        q.pending += pending;
+        q.delivering += delivering;
+        if enabled {
+            q.oldest_waiting = match (q.oldest_waiting, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        } else {
+            q.held += pending;
+        }
+    }
+    Ok(q)
 }
 
 /// Live webhooks by state: (enabled, disabled).

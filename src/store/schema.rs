@@ -123,12 +123,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_log_action ON audit_log (action, id);
     CREATE INDEX audit_log_at ON audit_log (at);
     "#,
-    // 4: monitoring. The scheduler's queue index also covers `created_at`,
-    // so the oldest pending delivery is found from the index alone; attempts
-    // by start time, to rebuild the last day's statistics at start; alerts.
+    // 4: monitoring. Attempts by start time, to rebuild the last day's
+    // statistics at start; alerts.
     r#"
-    DROP INDEX deliveries_webhook_due;
-    CREATE INDEX deliveries_webhook_due ON deliveries (webhook_id, next_attempt_at, created_at) WHERE status = 'pending';
     CREATE INDEX attempts_started ON attempts (started_at);
     CREATE TABLE alerts (
         id          TEXT PRIMARY KEY,            -- alt_…, time-ordered
