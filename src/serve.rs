@@ -103,6 +103,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // thread for ever under `timeout` alone, which bounds each read.
         request_timeout: Some(args.request_timeout),
         max_connections: api::MAX_CONNECTIONS,
+        // Wired in the next commit.
+        preread_allowed: None,
+        preread_budget: None,
     };
     let (server, scheme) = match tls {
         Some(tls) => {
