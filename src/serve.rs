@@ -107,10 +107,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.request_timeout.is_zero() {
         return Err(anyhow!("--request-timeout must be longer than 0"));
     }
+    let max_body = usize::try_from(args.max_body_size).unwrap_or(usize::MAX);
     let limits = tiny_http::ConnectionLimits {
         // Every body the API accepts is read on its connection's thread, so
-        // a client stalled mid-body never holds an API thread.
-        preread_body_bytes: usize::try_from(args.max_body_size).unwrap_or(usize::MAX),
+        // a client stalled mid-body never holds an API thread...
+        preread_body_bytes: max_body,
+        // ...but only for a peer the API could accept, and only so many
+        // bytes at once across all connections (api::PREREAD_BUDGET).
+        preread_allowed: api::preread_filter(&args.api_allow, &args.trust_proxy),
+        preread_budget: Some(api::preread_budget(max_body)),
         timeout: Some(api::SOCKET_TIMEOUT),
         // A client sending a byte now and then would hold its connection's
         // thread for ever under `timeout` alone, which bounds each read.

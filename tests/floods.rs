@@ -2,7 +2,10 @@
 //! arrive within `--request-timeout` of its first byte (of connect, for a
 //! new connection), however the client paces its bytes; a flood of idle and
 //! trickling connections neither starves real requests nor outlives its
-//! clients; an over-long URL is answered 414.
+//! clients; an over-long URL is answered 414. Large bodies cost memory only
+//! where the API could take them: a peer outside `--api-allow` gets its 403
+//! without its body being read, and bodies read ahead share one budget,
+//! past which a large request gets 503 while small ones still pass.
 //!
 //! Each trickling client paces its bytes by waiting for an answer with a
 //! read timeout, so it also sees the server's 408 or close the moment it
@@ -394,4 +397,185 @@ fn an_over_long_url_gets_414_and_an_over_long_header_still_gets_400() {
     );
     let r = server.send_raw(long_header.as_bytes()).unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
+}
+
+/// The largest body the API takes by default (`--max-body-size`).
+const MAX_BODY: usize = 256 * 1024;
+
+/// The server's resident memory now and at its peak so far (VmRSS and
+/// VmHWM), in bytes.
+fn memory(server: &Server) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .expect("the server's /proc status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .unwrap_or_else(|| panic!("no {name} in /proc/{}/status", server.pid()))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The head of an authenticated keep-alive publish declaring a body of
+/// `MAX_BODY` bytes.
+fn large_head(server: &Server) -> String {
+    format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {MAX_BODY}\r\n\r\n",
+        server.addr, server.token
+    )
+}
+
+/// A valid publish padded with spaces to exactly `MAX_BODY` bytes.
+fn large_body() -> Vec<u8> {
+    let mut body = serde_json::json!({"event": "item.sold", "data": util::seed("item.sold")})
+        .to_string()
+        .into_bytes();
+    body.resize(MAX_BODY, b' ');
+    body
+}
+
+/// A complete large publish on its own connection: what came back.
+fn large_publish(server: &Server) -> util::Response {
+    let mut raw = large_head(server).into_bytes();
+    raw.extend_from_slice(&large_body());
+    server
+        .send_raw(&raw)
+        .unwrap_or_else(|e| panic!("a large publish: {e}\n{}", server.log()))
+}
+
+#[test]
+fn bodies_from_peers_outside_api_allow_are_never_read_so_300_held_ones_cost_no_memory() {
+    // Our 127.0.0.1 is outside the allowlist. A request timeout longer than
+    // the test, so that a body being read ahead stays held.
+    let server = Server::start_with(&["--api-allow", "10.9.9.9/32", "--request-timeout", "60s"]);
+    assert_eq!(server.get("/healthz").status, 200);
+    let (before, _) = memory(&server);
+
+    // Each client sends the head and all of the body but its last byte,
+    // then holds its connection. The server answers without waiting for the
+    // body, and closes: the client's writing may fail with a reset then.
+    let head = large_head(&server);
+    let clients: Vec<_> = (0..300)
+        .map(|_| {
+            let addr = server.addr;
+            let mut raw = head.clone().into_bytes();
+            raw.extend(std::iter::repeat_n(b' ', MAX_BODY - 1));
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream
+                    .set_write_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let _ = stream.write_all(&raw);
+                let answer = util::read_response(&mut BufReader::new(stream.try_clone().unwrap()));
+                (answer, stream)
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect();
+    // Measured while every client still holds its connection.
+    let (during, peak) = memory(&server);
+
+    // 300 bodies of 256 KiB would be 75 MiB.
+    assert!(
+        peak.saturating_sub(before) < 64 * MIB,
+        "the server's memory went from {} MiB to a peak of {} MiB ({} MiB while held) for 300 refused bodies",
+        before / MIB,
+        peak / MIB,
+        during / MIB
+    );
+    let mut wrong = Vec::new();
+    for (i, (answer, _)) in outcomes.iter().enumerate() {
+        match answer {
+            Ok(r) if r.status == 403 => {
+                let error = r.error(403, "ip_not_allowed");
+                assert!(error["message"].is_string());
+                assert_eq!(r.header("Connection"), Some("close"), "client {i}");
+            }
+            Ok(r) => wrong.push(format!("client {i}: {} {}", r.status, r.text())),
+            Err(e) => wrong.push(format!("client {i}: no answer ({e})")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of 300 refused clients holding a partial 256 KiB body did not get their 403:\n{}\n--- server log ---\n{}",
+        wrong.len(),
+        wrong[..wrong.len().min(10)].join("\n"),
+        server.log()
+    );
+    drop(outcomes);
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+#[test]
+fn large_bodies_over_the_read_ahead_budget_get_503_while_small_publishes_get_through() {
+    // A request timeout longer than the test, so that held bodies stay.
+    let server = Server::start_with(&["--request-timeout", "60s"]);
+    // 32 MiB of budget, 4 of them kept for small bodies: 112 bodies of
+    // 256 KiB fill what large bodies may use. A few more, to be sure.
+    let head = large_head(&server);
+    let holders: Vec<TcpStream> = (0..120)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).expect("connect");
+            let mut raw = head.clone().into_bytes();
+            raw.extend_from_slice(&[b' '; 1024]);
+            stream.write_all(&raw).expect("write a partial body");
+            stream
+        })
+        .collect();
+
+    // Once the held bodies have their share, a large body is refused
+    // unread, with a 503 that says when to retry, and its connection closed.
+    let refused = util::eventually(
+        &server,
+        Duration::from_secs(10),
+        || "a large publish to be refused while 120 large bodies are held".into(),
+        || Some(large_publish(&server)).filter(|r| r.status == 503),
+    );
+    refused.error(503, "server_busy");
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    assert_eq!(refused.header("Connection"), Some("close"));
+    assert!(
+        server
+            .log()
+            .contains("answering 503 to large request bodies"),
+        "the refusal was not logged\n{}",
+        server.log()
+    );
+
+    // Small publishes still get through.
+    for _ in 0..5 {
+        let r = server.post(
+            "/api/v1/events",
+            &serde_json::json!({"event": "item.sold", "data": util::seed("item.sold")}),
+        );
+        assert_eq!(
+            r.status,
+            202,
+            "a small publish while the budget is spent: {}",
+            r.text()
+        );
+    }
+    // Still refusing large ones.
+    assert_eq!(large_publish(&server).status, 503);
+
+    // The held bodies go away, and give their bytes back.
+    drop(holders);
+    let accepted = util::eventually(
+        &server,
+        Duration::from_secs(10),
+        || "a large publish to be taken again after the held bodies closed".into(),
+        || Some(large_publish(&server)).filter(|r| r.status != 503),
+    );
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
 }

@@ -33,6 +33,24 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded: &[&str], trusted: &[Cidr]) -> 
     Some(client)
 }
 
+/// Whether a request from `peer` may have its body read into memory before
+/// the pipeline has looked at it (`tiny_http::ConnectionLimits::
+/// preread_allowed`): when `--api-allow` is empty, when the peer is inside
+/// it, or when the peer is a `--trust-proxy` address (the client behind a
+/// proxy is known only from `X-Forwarded-For`, after the body). Anyone else
+/// would be answered 403 `ip_not_allowed` whatever the body, so it is not
+/// read. The peer is also tried canonicalised: an IPv4-mapped IPv6 peer (on
+/// a dual-stack listener) counts as its IPv4 address too, and as itself, so
+/// that this lets in at least everyone the pipeline's own check does.
+pub fn may_send_body(peer: IpAddr, api_allow: &[Cidr], trust_proxy: &[Cidr]) -> bool {
+    let forms = [peer, peer.to_canonical()];
+    let inside = |nets: &[Cidr]| {
+        nets.iter()
+            .any(|net| forms.iter().any(|ip| net.contains(*ip)))
+    };
+    api_allow.is_empty() || inside(api_allow) || inside(trust_proxy)
+}
+
 /// `203.0.113.9`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443` or
 /// `203.0.113.9:443`; an IPv4-mapped IPv6 address as its IPv4 address.
 fn parse_entry(entry: &str) -> Option<IpAddr> {
@@ -154,6 +172,45 @@ mod tests {
             client_ip(ip("10.0.0.2"), &["198.51.100.4"], &[]),
             ip("10.0.0.2")
         );
+    }
+
+    #[test]
+    fn bodies_are_read_ahead_only_for_peers_the_allowlist_or_a_trusted_proxy_lets_in() {
+        let nets =
+            |list: &[&str]| -> Vec<Cidr> { list.iter().map(|n| parse_cidr(n).unwrap()).collect() };
+        let allow = nets(&["10.9.9.9/32", "2001:db8::/32"]);
+        let mapped = nets(&["::ffff:10.0.0.0/104"]);
+        let proxies = nets(&["192.0.2.10/32"]);
+        let rows: &[(&str, &[Cidr], &[Cidr], bool)] = &[
+            // No allowlist: anyone.
+            ("203.0.113.7", &[], &[], true),
+            ("::ffff:203.0.113.7", &[], &[], true),
+            // Inside the allowlist, as IPv4 or IPv4-mapped IPv6.
+            ("10.9.9.9", &allow, &[], true),
+            ("::ffff:10.9.9.9", &allow, &[], true),
+            ("2001:db8::5", &allow, &[], true),
+            // Outside it.
+            ("10.9.9.8", &allow, &[], false),
+            ("::ffff:10.9.9.8", &allow, &[], false),
+            ("127.0.0.1", &allow, &[], false),
+            ("::1", &allow, &[], false),
+            // A trusted proxy, whoever it forwards for.
+            ("192.0.2.10", &allow, &proxies, true),
+            ("::ffff:192.0.2.10", &allow, &proxies, true),
+            ("192.0.2.11", &allow, &proxies, false),
+            // An allowlist written as IPv4-mapped IPv6 still matches the
+            // mapped form, as the pipeline's check does.
+            ("::ffff:10.0.0.1", &mapped, &[], true),
+            ("::ffff:11.0.0.1", &mapped, &[], false),
+        ];
+        for (peer, allow, proxies, expected) in rows {
+            let ip: IpAddr = peer.parse().unwrap();
+            assert_eq!(
+                may_send_body(ip, allow, proxies),
+                *expected,
+                "{peer} allow {allow:?} proxies {proxies:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! The pipeline, in order: the client address (behind `--trust-proxy`),
 //! the `--api-allow` allowlist (403), authentication (401), the token's own
 //! allowlist (403), the token's rate limit (429), routing (404, 405), scope
-//! (403), body size and type (413, 415), then the handler. Handlers are plain functions from a [`Ctx`] to a
-//! [`Reply`] or an [`ApiError`]; a panic in one is caught and answered 500
-//! without killing the thread.
+//! (403), body size and type (413, 415), then the handler. A body tiny_http
+//! left unread — from a peer outside `--api-allow` ([`preread_filter`]), or
+//! over the [`PREREAD_BUDGET`] (503) — is never read here. Handlers are
+//! plain functions from a [`Ctx`] to a [`Reply`] or an [`ApiError`]; a
+//! panic in one is caught and answered 500 without killing the thread.
 //!
 //! This module must not open database connections or spawn other threads.
 
@@ -32,12 +34,12 @@ use std::io::{Cursor, Read};
 use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Header, Method, PrereadRefused, Request, Response, Server};
 
 pub use client::RateLimiter;
 pub use error::ApiError;
@@ -76,6 +78,24 @@ pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections open at once; each holds a thread of tiny_http's pool.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// Bytes of request bodies held in memory at once, across all connections,
+/// before the pipeline has looked at them (tiny_http reads each body on its
+/// connection's thread, so that a client stalled mid-body holds no API
+/// thread). Without a bound, every open connection could hold
+/// `--max-body-size`: 1,024 × 256 KiB = 256 MiB, against SPEC's 64 MiB. A
+/// body that does not fit is answered 503 unread and its connection closed.
+/// (Raised to one `--max-body-size` plus [`PREREAD_RESERVE`] if that is
+/// more, so that the largest body allowed can always be taken.)
+pub const PREREAD_BUDGET: usize = 32 * 1024 * 1024;
+
+/// The part of [`PREREAD_BUDGET`] only bodies of at most [`SMALL_BODY`]
+/// bytes may use, so that ordinary publishes (a kilobyte or two) get
+/// through while large bodies have spent the rest: 256 small bodies at once.
+pub const PREREAD_RESERVE: usize = 4 * 1024 * 1024;
+
+/// See [`PREREAD_RESERVE`].
+pub const SMALL_BODY: usize = 16 * 1024;
+
 /// While stopping, queued requests are still served for this long...
 const DRAIN_SERVE: Duration = Duration::from_secs(1);
 /// ...then answered 503, until the queue stays empty this long...
@@ -96,6 +116,31 @@ pub struct Limits {
     pub delivery_timeout: Duration,
     /// Who may read `/metrics` (empty: anyone).
     pub metrics_allow: Vec<Cidr>,
+}
+
+/// The read-ahead budget for bodies of at most `max_body_size` bytes.
+pub fn preread_budget(max_body_size: usize) -> tiny_http::PrereadBudget {
+    tiny_http::PrereadBudget {
+        total: PREREAD_BUDGET.max(max_body_size.saturating_add(PREREAD_RESERVE)),
+        reserve: PREREAD_RESERVE,
+        small_body: SMALL_BODY,
+    }
+}
+
+/// Which peers may have a body read ahead ([`client::may_send_body`]);
+/// `None` when `--api-allow` is empty and everyone may.
+pub fn preread_filter(
+    api_allow: &[Cidr],
+    trust_proxy: &[Cidr],
+) -> Option<tiny_http::PrereadFilter> {
+    if api_allow.is_empty() {
+        return None;
+    }
+    let api_allow = api_allow.to_vec();
+    let trust_proxy = trust_proxy.to_vec();
+    Some(Arc::new(move |peer: IpAddr| {
+        client::may_send_body(peer, &api_allow, &trust_proxy)
+    }))
 }
 
 /// A response before it is written.
@@ -231,9 +276,12 @@ fn handle(state: &State, mut request: Request) {
         }
     };
     // A refused body stays unread and its connection is closed after the
-    // reply (vendor/tiny_http/PATCHES.md, item 3): say so.
+    // reply (vendor/tiny_http/PATCHES.md, items 3 and 16): say so.
     let expects_continue = header(&request, "Expect").is_some();
-    if reply.status == 413 || (expects_continue && reply.status >= 400) {
+    if reply.status == 413
+        || (expects_continue && reply.status >= 400)
+        || request.preread_refused().is_some()
+    {
         reply.headers.push(("Connection", "close".into()));
     }
     let route = router::class(request.method(), request.url());
@@ -361,6 +409,29 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
 
 /// Reads a JSON body of at most `--max-body-size` bytes.
 fn read_body(state: &State, request: &mut Request) -> Result<Vec<u8>, ApiError> {
+    // A body tiny_http did not read ahead is not read here either: this
+    // thread must not wait on a client's bytes.
+    match request.preread_refused() {
+        Some(PrereadRefused::Budget) => {
+            warn_budget_spent();
+            return Err(ApiError::new(
+                503,
+                "server_busy",
+                "too many request bodies are being received at once; retry shortly",
+            )
+            .with_header("Retry-After", "1".into()));
+        }
+        // Refused by `preread_filter`, which lets in everyone the
+        // `--api-allow` check lets in: not reached, but never read.
+        Some(PrereadRefused::Peer) => {
+            return Err(ApiError::new(
+                403,
+                "ip_not_allowed",
+                "this client address may not call the API (see --api-allow)",
+            ));
+        }
+        None => {}
+    }
     let limit = state.limits.max_body_size;
     let too_large = || {
         ApiError::new(
@@ -398,6 +469,28 @@ fn read_body(state: &State, request: &mut Request) -> Result<Vec<u8>, ApiError> 
         return Err(too_large());
     }
     Ok(body)
+}
+
+/// When [`warn_budget_spent`] last logged, in Unix milliseconds.
+static BUDGET_WARNED_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Logs that bodies are being refused for the read-ahead budget, at most
+/// once a minute: under a flood, a line per request would be the flood.
+fn warn_budget_spent() {
+    let now = crate::clock::now_ms();
+    let last = BUDGET_WARNED_MS.load(Ordering::Relaxed);
+    if now - last >= 60_000
+        && BUDGET_WARNED_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        log::warn!(
+            "answering 503 to large request bodies: the read-ahead budget for bodies being \
+             received is spent (logged at most once a minute)"
+        );
+    } else {
+        log::debug!("answering 503: the read-ahead budget for request bodies is spent");
+    }
 }
 
 fn dashboard() -> Reply {

@@ -233,6 +233,8 @@ impl Receiver {
             timeout: None,
             request_timeout: None,
             max_connections: usize::MAX,
+            preread_allowed: None,
+            preread_budget: None,
         };
         let server = tiny_http::Server::http_with_limits(("127.0.0.1", port), limits)
             .unwrap_or_else(|e| panic!("receiver cannot listen on 127.0.0.1:{port}: {e}"));

@@ -48,8 +48,9 @@ pub struct ClientConnection {
     // a request.
     closer: Option<std::sync::Arc<crate::util::Closer>>,
 
-    // hookbox patch: bodies up to this size are read on this thread.
-    preread_body_bytes: usize,
+    // hookbox patch: which bodies are read on this thread: up to what size,
+    // from which peers, within what budget (`util::preread`).
+    preread: std::sync::Arc<crate::util::Preread>,
 
     // hookbox patch: the time left to read the current request, enforced
     // by the socket (`util::deadline`); told here when a request begins and
@@ -93,7 +94,7 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
-        preread_body_bytes: usize,
+        preread: std::sync::Arc<crate::util::Preread>,
         deadline: std::sync::Arc<crate::util::RequestDeadline>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
@@ -112,7 +113,7 @@ impl ClientConnection {
             secure,
             abandoned: Default::default(),
             closer,
-            preread_body_bytes,
+            preread,
             deadline,
             request_begun: false,
         }
@@ -244,7 +245,7 @@ impl ClientConnection {
             writer,
             self.abandoned.clone(),
             self.closer.clone(),
-            self.preread_body_bytes,
+            &self.preread,
         )
         .map_err(|e| {
             use crate::request;

@@ -116,6 +116,7 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+pub use util::{PrereadBudget, PrereadFilter, PrereadRefused};
 
 mod client;
 mod common;
@@ -181,7 +182,7 @@ pub struct ServerConfig {
 }
 
 /// hookbox patch: limits applied to every accepted connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectionLimits {
     /// Request bodies up to this many bytes are read in full on the
     /// connection's own thread before the request is handed out, so a client
@@ -201,6 +202,30 @@ pub struct ConnectionLimits {
     /// Connections open at once; more are closed as they arrive. Upstream:
     /// unlimited (a thread each).
     pub max_connections: usize,
+    /// Asked with the peer's address once a request's head is parsed, before
+    /// its body would be read ahead: `false` leaves the body unread (the
+    /// request is handed out with `Request::preread_refused`, and its
+    /// connection closed after the answer). `None`: every peer may.
+    /// Upstream: no such check.
+    pub preread_allowed: Option<PrereadFilter>,
+    /// Bytes of bodies read ahead at once across all connections; a body
+    /// that would go over is left unread, like one the filter refuses.
+    /// `None`: unbounded (`preread_body_bytes` per connection). Upstream:
+    /// no such bound.
+    pub preread_budget: Option<PrereadBudget>,
+}
+
+impl std::fmt::Debug for ConnectionLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionLimits")
+            .field("preread_body_bytes", &self.preread_body_bytes)
+            .field("timeout", &self.timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("preread_allowed", &self.preread_allowed.as_ref().map(|_| "Fn"))
+            .field("preread_budget", &self.preread_budget)
+            .finish()
+    }
 }
 
 impl Default for ConnectionLimits {
@@ -210,6 +235,8 @@ impl Default for ConnectionLimits {
             timeout: None,
             request_timeout: None,
             max_connections: usize::MAX,
+            preread_allowed: None,
+            preread_budget: None,
         }
     }
 }
@@ -382,6 +409,13 @@ impl Server {
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
         let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // hookbox patch: one read-ahead policy, and one budget, for all
+        // connections (`util::preread`).
+        let preread = Arc::new(util::Preread {
+            max_body: limits.preread_body_bytes,
+            allowed: limits.preread_allowed.clone(),
+            budget: limits.preread_budget.map(util::Budget::new),
+        });
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
@@ -419,7 +453,7 @@ impl Server {
                             ClientConnection::new(
                                 write_closable,
                                 read_closable,
-                                limits.preread_body_bytes,
+                                preread.clone(),
                                 deadline,
                             )
                         })

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::mpsc::Sender;
 
 use crate::util::{BodyGuard, EqualReader, FusedReader};
+use crate::util::{Preread, PrereadRefused, Reservation, Reserved, Unread};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -74,6 +75,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // hookbox patch: why the body was not read ahead, if it was refused.
+    preread_refused: Option<PrereadRefused>,
 }
 
 struct NotifyOnDrop<R> {
@@ -137,7 +141,7 @@ pub fn new_request<R, W>(
     writer: W,
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
     closer: Option<std::sync::Arc<crate::util::Closer>>,
-    preread_body_bytes: usize,
+    preread: &Preread,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -203,12 +207,32 @@ where
     // the raw socket to the request as its body, read on the answering thread.
     let connection_upgrade = false;
 
+    // hookbox patch: whether this body is read ahead at all is decided
+    // before anything else is done about it (`util::preread`): not for a
+    // peer the filter refuses, nor beyond the budget. A refused body is left
+    // unread — no `100 Continue` asks for it — and the request is handed out
+    // with the reason, for the application to answer; the body guard then
+    // closes the connection.
+    let mut writer = writer;
+    let fits = content_length.is_none_or(|n| n <= preread.max_body);
+    let has_body = content_length.is_some_and(|n| n > 0) || transfer_encoding.is_some();
+    let mut reservation = preread.reservation();
+    let mut refused = if !has_body || !fits {
+        None
+    } else if !preread.peer_allowed(remote_addr) {
+        Some(PrereadRefused::Peer)
+    } else if !reservation.grow(content_length.unwrap_or(0)) {
+        Some(PrereadRefused::Budget)
+    } else {
+        None
+    };
+
     // hookbox patch: a body the client will send only after `100 Continue`
     // is asked for here, and then read ahead on this thread like any other,
     // so that a slow sender never holds a thread that calls `recv()`.
-    let mut writer = writer;
-    let fits = content_length.is_none_or(|n| n <= preread_body_bytes);
-    let expects_continue = if expects_continue && fits {
+    let expects_continue = if refused.is_some() {
+        false
+    } else if expects_continue && fits {
         writer
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .and_then(|()| writer.flush())
@@ -220,13 +244,15 @@ where
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
-    let reader = if connection_upgrade {
+    let reader = if let Some(why) = refused {
+        Box::new(BodyGuard::new(Unread(why), abandoned, closer)) as Box<dyn Read + Send + 'static>
+    } else if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
         Box::new(source_data) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= preread_body_bytes && !expects_continue {
+        } else if content_length <= preread.max_body && !expects_continue {
             // hookbox patch: the limit was a fixed 1024 bytes; bodies up to
             // `preread_body_bytes` are now read here, on the connection's own
             // thread, so a client that stalls mid-body holds only that.
@@ -248,7 +274,9 @@ where
                 offset += read;
             }
 
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+            // hookbox patch: the buffer and its reservation go together.
+            Box::new(Reserved::new(Cursor::new(buffer), reservation))
+                as Box<dyn Read + Send + 'static>
         } else {
             let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
             Box::new(BodyGuard::new(FusedReader::new(data_reader), abandoned, closer))
@@ -262,20 +290,27 @@ where
             Box::new(BodyGuard::new(decoder, abandoned, closer)) as Box<dyn Read + Send + 'static>
         } else {
             // hookbox patch: read up to `preread_body_bytes` (plus one, to
-            // tell "longer") here on the connection's thread, as above.
-            let mut buffer = Vec::new();
-            (&mut decoder)
-                .take(preread_body_bytes as u64 + 1)
-                .read_to_end(&mut buffer)
-                .map_err(RequestCreationError::CreationIoError)?;
-            if buffer.len() <= preread_body_bytes {
-                Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-            } else {
-                Box::new(BodyGuard::new(
-                    Cursor::new(buffer).chain(decoder),
+            // tell "longer") here on the connection's thread, as above, each
+            // step reserved in the budget before it is read.
+            match read_chunked_ahead(&mut decoder, preread.max_body, &mut reservation)? {
+                None => {
+                    refused = Some(PrereadRefused::Budget);
+                    drop(reservation);
+                    Box::new(BodyGuard::new(
+                        Unread(PrereadRefused::Budget),
+                        abandoned,
+                        closer,
+                    )) as Box<dyn Read + Send + 'static>
+                }
+                Some(buffer) if buffer.len() <= preread.max_body => {
+                    Box::new(Reserved::new(Cursor::new(buffer), reservation))
+                        as Box<dyn Read + Send + 'static>
+                }
+                Some(buffer) => Box::new(BodyGuard::new(
+                    Reserved::new(Cursor::new(buffer).chain(decoder), reservation),
                     abandoned,
                     closer,
-                )) as Box<dyn Read + Send + 'static>
+                )) as Box<dyn Read + Send + 'static>,
             }
         }
     } else {
@@ -297,7 +332,53 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        preread_refused: refused,
     })
+}
+
+/// hookbox patch: how much of a chunked body is read ahead in one step, each
+/// step reserved in the budget before it is read.
+const CHUNKED_STEP: usize = 16 * 1024;
+
+/// hookbox patch: reads a chunked body ahead, up to `max_body + 1` bytes (the
+/// one to tell "longer"), reserving each step first; `None` when the budget
+/// refuses a step (what was read is dropped, and the rest left unread).
+/// Afterwards `reservation` holds exactly the bytes returned.
+fn read_chunked_ahead<R: Read>(
+    decoder: &mut R,
+    max_body: usize,
+    reservation: &mut Reservation,
+) -> Result<Option<Vec<u8>>, RequestCreationError> {
+    let limit = max_body.saturating_add(1);
+    let mut buffer = Vec::new();
+    loop {
+        let step = CHUNKED_STEP.min(limit - buffer.len());
+        if step == 0 {
+            break;
+        }
+        if !reservation.grow(step) {
+            reservation.shrink_to(0);
+            return Ok(None);
+        }
+        let start = buffer.len();
+        buffer.reserve_exact(step);
+        buffer.resize(start + step, 0);
+        let mut filled = start;
+        while filled < start + step {
+            match decoder.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(RequestCreationError::CreationIoError(e)),
+            }
+        }
+        buffer.truncate(filled);
+        if filled < start + step {
+            break;
+        }
+    }
+    reservation.shrink_to(buffer.len());
+    Ok(Some(buffer))
 }
 
 impl Request {
@@ -337,6 +418,16 @@ impl Request {
     #[inline]
     pub fn body_length(&self) -> Option<usize> {
         self.body_length
+    }
+
+    /// hookbox patch: why this request's body was not read ahead, if it was
+    /// refused (`ConnectionLimits::preread_allowed`,
+    /// `ConnectionLimits::preread_budget`). Such a body is left unread:
+    /// reading it fails, and the connection is closed once the request is
+    /// answered.
+    #[inline]
+    pub fn preread_refused(&self) -> Option<PrereadRefused> {
+        self.preread_refused
     }
 
     /// Returns the address of the client that sent this request.
@@ -566,7 +657,171 @@ impl<T> ReadWrite for T where T: Read + Write {}
 
 #[cfg(test)]
 mod tests {
-    use super::Request;
+    use super::{new_request, Request};
+    use crate::util::{Budget, Preread, PrereadBudget, PrereadRefused};
+    use crate::{HTTPVersion, Header, Method};
+    use std::io::{Cursor, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A client's bytes, counting how many the server took.
+    struct Client {
+        data: Cursor<Vec<u8>>,
+        taken: Arc<AtomicUsize>,
+    }
+
+    impl Read for Client {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.data.read(buf)?;
+            self.taken.fetch_add(n, Ordering::SeqCst);
+            Ok(n)
+        }
+    }
+
+    /// What the server wrote back.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A POST from 127.0.0.1 with `headers` and `body` on the wire; returns
+    /// the request (or `None` on a creation error), the bytes the server
+    /// took and what it wrote.
+    fn post(
+        preread: &Preread,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (Option<Request>, usize, Vec<u8>) {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let client = Client {
+            data: Cursor::new(body.to_vec()),
+            taken: taken.clone(),
+        };
+        let written = Written::default();
+        let headers = headers
+            .iter()
+            .map(|(n, v)| Header::from_bytes(n.as_bytes(), v.as_bytes()).unwrap())
+            .collect();
+        let request = new_request(
+            false,
+            Method::Post,
+            "/".into(),
+            HTTPVersion(1, 1),
+            headers,
+            Some("127.0.0.1:40000".parse().unwrap()),
+            client,
+            written.clone(),
+            Default::default(),
+            None,
+            preread,
+        )
+        .ok();
+        let out = written.0.lock().unwrap().clone();
+        (request, taken.load(Ordering::SeqCst), out)
+    }
+
+    fn budgeted(total: usize) -> (Preread, Arc<Budget>) {
+        let budget = Budget::new(PrereadBudget {
+            total,
+            reserve: 0,
+            small_body: 0,
+        });
+        let preread = Preread {
+            max_body: 1000,
+            allowed: None,
+            budget: Some(budget.clone()),
+        };
+        (preread, budget)
+    }
+
+    #[test]
+    fn a_refused_peer_has_no_body_read_and_no_100_continue() {
+        let preread = Preread {
+            max_body: 1000,
+            allowed: Some(Arc::new(|_| false)),
+            budget: None,
+        };
+        let body = [b'x'; 500];
+        let headers = [("Content-Length", "500"), ("Expect", "100-continue")];
+        let (request, taken, written) = post(&preread, &headers, &body);
+        let mut request = request.unwrap();
+        assert_eq!(request.preread_refused(), Some(PrereadRefused::Peer));
+        assert_eq!(taken, 0, "the body was read");
+        assert!(written.is_empty(), "{:?}", String::from_utf8_lossy(&written));
+        assert!(request.as_reader().read(&mut [0; 10]).is_err());
+        // Let in, the same request is read ahead after its 100 Continue.
+        let open = Preread::unlimited(1000);
+        let (request, taken, written) = post(&open, &headers, &body);
+        assert_eq!(request.unwrap().preread_refused(), None);
+        assert_eq!(taken, 500);
+        assert_eq!(written, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn a_body_over_the_budget_is_left_unread_until_the_budget_is_given_back() {
+        let (preread, budget) = budgeted(1000);
+        let body = [b'x'; 600];
+        let headers = [("Content-Length", "600")];
+        let (first, taken, _) = post(&preread, &headers, &body);
+        let first = first.unwrap();
+        assert_eq!((first.preread_refused(), taken), (None, 600));
+        assert_eq!(budget.used(), 600);
+        let (second, taken, _) = post(&preread, &headers, &body);
+        let second = second.unwrap();
+        assert_eq!(second.preread_refused(), Some(PrereadRefused::Budget));
+        assert_eq!((taken, budget.used()), (0, 600));
+        drop(second);
+        // Answering (here: dropping) the first gives its bytes back.
+        drop(first);
+        assert_eq!(budget.used(), 0);
+        let (third, _, _) = post(&preread, &headers, &body);
+        assert_eq!(third.unwrap().preread_refused(), None);
+        assert_eq!(budget.used(), 0);
+        // A body cut short gives back what it reserved.
+        let (cut, _, _) = post(&preread, &headers, &body[..100]);
+        assert!(cut.is_none());
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_chunked_body_is_refused_when_it_outgrows_the_budget() {
+        let chunked = |len: usize| {
+            let mut wire = format!("{len:x}\r\n").into_bytes();
+            wire.extend(std::iter::repeat(b'x').take(len));
+            wire.extend_from_slice(b"\r\n0\r\n\r\n");
+            wire
+        };
+        let headers = [("Transfer-Encoding", "chunked")];
+        // Two steps of 16 KiB: the first fits, the second does not.
+        let (preread, budget) = budgeted(20 * 1024);
+        let preread = Preread {
+            max_body: 64 * 1024,
+            ..preread
+        };
+        let (request, _, _) = post(&preread, &headers, &chunked(30 * 1024));
+        let mut request = request.unwrap();
+        assert_eq!(request.preread_refused(), Some(PrereadRefused::Budget));
+        assert_eq!(budget.used(), 0);
+        assert!(request.as_reader().read(&mut [0; 10]).is_err());
+        // A smaller one holds exactly its size while it lives.
+        let (request, _, _) = post(&preread, &headers, &chunked(10 * 1024));
+        let mut request = request.unwrap();
+        assert_eq!(request.preread_refused(), None);
+        assert_eq!(budget.used(), 10 * 1024);
+        let mut body = Vec::new();
+        request.as_reader().read_to_end(&mut body).unwrap();
+        assert_eq!(body.len(), 10 * 1024);
+        drop(request);
+        assert_eq!(budget.used(), 0);
+    }
 
     #[test]
     fn must_be_send() {

@@ -75,7 +75,7 @@ impl From<TestRequest> for Request {
             std::io::sink(),
             Default::default(),
             None,
-            1024,
+            &crate::util::Preread::unlimited(1024),
         )
         .unwrap()
     }
