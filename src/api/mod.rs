@@ -243,7 +243,10 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
     match (path, &method) {
         ("/healthz", Method::Get | Method::Head) => return Ok(health(state)),
         ("/", Method::Get | Method::Head) => return Ok(dashboard()),
-        ("/healthz" | "/", _) => return Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
+        ("/api/v1/openapi.json", Method::Get | Method::Head) => return Ok(openapi()),
+        ("/healthz" | "/" | "/api/v1/openapi.json", _) => {
+            return Err(ApiError::method_not_allowed(&["GET", "HEAD"]));
+        }
         _ => {}
     }
     if !path.starts_with("/api/") {
@@ -376,6 +379,18 @@ fn health(state: &State) -> Reply {
                 &serde_json::json!({"status": "unavailable", "failing": "database", "version": version}),
             )
         }
+    }
+}
+
+/// `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of this API,
+/// `openapi.json` beside this file; `tests/openapi.rs` keeps it in step
+/// with the router and the handlers' answers.
+fn openapi() -> Reply {
+    Reply {
+        status: 200,
+        body: include_bytes!("openapi.json").to_vec(),
+        content_type: "application/json",
+        headers: Vec::new(),
     }
 }
 
