@@ -329,7 +329,8 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
             return Ok(monitoring::metrics(state, open_metrics));
         }
         ("/", Method::Get | Method::Head) => return Ok(dashboard()),
-        ("/healthz" | "/metrics" | "/", _) => {
+        ("/api/v1/openapi.json", Method::Get | Method::Head) => return Ok(openapi()),
+        ("/healthz" | "/metrics" | "/" | "/api/v1/openapi.json", _) => {
             return Err(ApiError::method_not_allowed(&["GET", "HEAD"]));
         }
         _ => {}
@@ -490,6 +491,18 @@ fn warn_budget_spent() {
         );
     } else {
         log::debug!("answering 503: the read-ahead budget for request bodies is spent");
+    }
+}
+
+/// `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of this API,
+/// `openapi.json` beside this file; `tests/openapi.rs` keeps it in step
+/// with the router and the handlers' answers.
+fn openapi() -> Reply {
+    Reply {
+        status: 200,
+        body: include_bytes!("openapi.json").to_vec(),
+        content_type: "application/json",
+        headers: Vec::new(),
     }
 }
 
