@@ -115,6 +115,11 @@ fn source_routes() -> BTreeSet<(String, String)> {
             routes.insert(("GET".to_owned(), format!("/{path}")));
         }
     }
+    // The dashboard's page (its script and style are not API routes):
+    // `"/" => (include_bytes!("dashboard.html"), ...)`.
+    if source("src/api/mod.rs").contains("\"/\" => (include_bytes!(\"dashboard.html\")") {
+        routes.insert(("GET".to_owned(), "/".to_owned()));
+    }
     assert!(
         routes.len() > 20,
         "the route parser found only {routes:?}: has the router's form changed?"
