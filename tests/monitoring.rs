@@ -440,3 +440,94 @@ fn a_webhook_disabled_by_a_410_raises_an_alert_until_enabled() {
         .get("/api/v1/alerts?status=maybe")
         .error(422, "validation_failed");
 }
+
+fn open_rules(server: &Server) -> Vec<String> {
+    let list = server.get("/api/v1/alerts?status=open").json();
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn error_rate_and_slow_response_rules_fire_on_their_thresholds_and_no_timeout_rule_without_timeouts() {
+    // Every answer is a slow 500: failing and slow, but never timing out.
+    let slow = Receiver::start(|_, _| Answer::status(500).after(Duration::from_millis(80)));
+    let server = Server::delivering(&[
+        "--allow-targets",
+        "127.0.0.0/8",
+        "--max-attempts",
+        "1",
+        "--alert-check-every",
+        "200ms",
+        "--alert-min-samples",
+        "4",
+        "--alert-p95",
+        "50ms",
+        "--alert-error-rate",
+        "50",
+    ]);
+    let r = server.post(
+        "/api/v1/webhooks",
+        &json!({"url": slow.url("/slow"), "events": ["item.*"]}),
+    );
+    assert_eq!(r.status, 201);
+    for _ in 0..5 {
+        publish(&server, "item.created");
+    }
+    let rules = eventually(
+        &server,
+        WAIT,
+        || format!("alerts: {:?}", open_rules(&server)),
+        || {
+            let rules = open_rules(&server);
+            (rules.contains(&"error_rate".to_owned())
+                && rules.contains(&"slow_responses".to_owned()))
+            .then_some(rules)
+        },
+    );
+    assert!(!rules.contains(&"timeouts".to_owned()), "{rules:?}");
+    let alerts = server.get("/api/v1/alerts?status=open").json();
+    let rate = alerts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "error_rate")
+        .unwrap()
+        .clone();
+    assert!(
+        rate["message"]
+            .as_str()
+            .unwrap()
+            .contains("100% of 5 attempts"),
+        "{rate}"
+    );
+}
+
+#[test]
+fn queue_age_and_disk_space_rules_watch_the_system() {
+    let server = Server::start_with(&[
+        "--alert-check-every",
+        "200ms",
+        "--alert-queue-age",
+        "1s",
+        // More free space than any disk has: the rule must fire.
+        "--alert-disk-free",
+        "1000000000GiB",
+    ]);
+    server.create_webhook(&["*"]);
+    publish(&server, "item.created");
+    let rules = eventually(
+        &server,
+        WAIT,
+        || format!("alerts: {:?}", open_rules(&server)),
+        || {
+            let rules = open_rules(&server);
+            (rules.contains(&"queue_age".to_owned()) && rules.contains(&"disk_space".to_owned()))
+                .then_some(rules)
+        },
+    );
+    assert!(!rules.contains(&"database".to_owned()), "{rules:?}");
+}
