@@ -203,10 +203,17 @@ fn the_watchdog_is_pinged_only_while_the_writer_commits() {
         0,
         "pinged while the writer was stuck: {stuck:?}"
     );
-    assert!(
-        server.log.lock().unwrap().contains("not pinging systemd"),
-        "{}",
-        server.log.lock().unwrap()
+    util::wait_for(
+        Duration::from_secs(5),
+        "the stuck writer to be logged",
+        || {
+            server
+                .log
+                .lock()
+                .unwrap()
+                .contains("not pinging systemd")
+                .then_some(())
+        },
     );
 
     locker.execute_batch("ROLLBACK").unwrap();
