@@ -61,6 +61,31 @@ pub fn human_duration(ms: i64) -> String {
     format!("{ms}ms")
 }
 
+/// Calls `tick` every `period` (the first time after `first`) until
+/// `stopping` is set or `tick` returns false. It naps at most 100 ms at a
+/// time, so a stop is noticed promptly; a slow tick delays the next one.
+pub fn every(
+    first: std::time::Duration,
+    period: std::time::Duration,
+    stopping: &std::sync::atomic::AtomicBool,
+    mut tick: impl FnMut() -> bool,
+) {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let mut next = Instant::now() + first;
+    while !stopping.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(100)));
+            continue;
+        }
+        next = now + period;
+        if !tick() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where notifications go, if anywhere.
 pub struct Notifier {
@@ -98,15 +98,7 @@ pub fn spawn_watchdog(
         .name("watchdog".into())
         .spawn(move || {
             let mut was_healthy = true;
-            let mut next = Instant::now();
-            while !stopping.load(Ordering::Acquire) {
-                let now = Instant::now();
-                if now < next {
-                    // Short naps, so a stop is noticed promptly.
-                    thread::sleep((next - now).min(Duration::from_millis(100)));
-                    continue;
-                }
-                next = now + every;
+            crate::clock::every(Duration::ZERO, every, &stopping, || {
                 match healthy(every) {
                     Ok(()) => {
                         if !was_healthy {
@@ -116,7 +108,7 @@ pub fn spawn_watchdog(
                         notifier.send("WATCHDOG=1\n");
                     }
                     // Stopping: the writer goes away on purpose.
-                    Err(_) if stopping.load(Ordering::Acquire) => break,
+                    Err(_) if stopping.load(Ordering::Acquire) => return false,
                     Err(why) => {
                         if was_healthy {
                             log::error!("watchdog: {why}; not pinging systemd");
@@ -124,6 +116,7 @@ pub fn spawn_watchdog(
                         was_healthy = false;
                     }
                 }
-            }
+                true
+            });
         })
 }

@@ -44,16 +44,10 @@ pub fn spawn(
     thread::Builder::new()
         .name("retention".into())
         .spawn(move || {
-            let mut next = Instant::now();
-            while !stopping.load(Ordering::Acquire) {
-                let now = Instant::now();
-                if now < next {
-                    thread::sleep((next - now).min(Duration::from_millis(100)));
-                    continue;
-                }
-                next = now + every;
+            clock::every(Duration::ZERO, every, &stopping, || {
                 pass(&writer, retention_ms, &stopping);
-            }
+                true
+            });
         })
 }
 

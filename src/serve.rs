@@ -278,6 +278,22 @@ fn load_history(monitor: Arc<Monitor>, db: PathBuf, until: i64) {
     }
 }
 
+/// Writes `line` to a new file at `path` that only this user can read
+/// (mode 0600 from creation: the secret is never readable by others, not
+/// even for a moment), and syncs it.
+fn write_private(path: &Path, line: &str) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{line}")
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 /// Where the generated alert secret is kept: `<db>.alert-secret`.
 pub fn alert_secret_path(db: &Path) -> PathBuf {
     let mut path = db.as_os_str().to_owned();
@@ -308,16 +324,7 @@ fn alert_webhook(
                 Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
                 _ => {
                     let secret = secrets::new_webhook_secret();
-                    let _ = std::fs::remove_file(&path);
-                    let mut file = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                    writeln!(file, "{secret}")
-                        .and_then(|()| file.sync_all())
-                        .with_context(|| format!("writing {}", path.display()))?;
+                    write_private(&path, &secret)?;
                     log::info!(
                         "alerts are signed with a new secret, kept in {}",
                         path.display()
@@ -474,16 +481,7 @@ fn bootstrap_admin_token(conn: &rusqlite::Connection, db: &Path) -> anyhow::Resu
     let path = admin_token_path(db);
     // Write the file first: a token in the database that nobody can read is
     // worse than a file whose token is not stored yet.
-    let _ = std::fs::remove_file(&path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(file, "{token}")
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
+    write_private(&path, &token)?;
     let tx = conn
         .unchecked_transaction()
         .context("starting transaction")?;

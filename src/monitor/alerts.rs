@@ -25,7 +25,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
@@ -90,14 +90,7 @@ pub fn spawn(
         };
         monitor.metrics.alerts_open.set(open.len() as i64);
         let mut db_errors_seen = monitor.metrics.database_errors.get();
-        let mut next = std::time::Instant::now() + rules.every;
-        while !stopping.load(Ordering::Acquire) {
-            let now = std::time::Instant::now();
-            if now < next {
-                thread::sleep((next - now).min(Duration::from_millis(100)));
-                continue;
-            }
-            next = now + rules.every;
+        clock::every(rules.every, rules.every, &stopping, || {
             let errors_now = monitor.metrics.database_errors.get();
             let findings = evaluate(
                 &monitor,
@@ -112,7 +105,8 @@ pub fn spawn(
                 apply(&writer, &mut open, f);
             }
             monitor.metrics.alerts_open.set(open.len() as i64);
-        }
+            true
+        });
     })
 }
 
