@@ -549,4 +549,222 @@ mod tests {
             assert!(check_type_name(bad).is_err(), "{bad}");
         }
     }
+
+    // Property tests: publish data as a hostile or careless client sends it.
+    use proptest::prelude::*;
+
+    /// Any JSON value, nested a few levels, with keys and strings that
+    /// include the built-in schemas' own field names.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            "[a-z_]{0,12}",
+            any::<String>(),
+            prop::sample::select(vec![
+                "item_id",
+                "price",
+                "sale_price",
+                "sale_date",
+                "consignor_id",
+                "sync_status",
+                "sync_error",
+                "type",
+                "$ref",
+            ])
+            .prop_map(str::to_owned),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            prop::sample::select(vec![
+                "12.50",
+                "0",
+                "2025-01-21T22:20:56Z",
+                "7d6f1c2e-8a4b-4c3d-9e5f-0a1b2c3d4e5f",
+                "a@b.c",
+                "failed",
+                "super",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    static BUILTINS: std::sync::LazyLock<Catalog> =
+        std::sync::LazyLock::new(Catalog::with_builtins);
+
+    /// A built-in type, drawn by name (an `EventType` has no `Debug`).
+    fn builtin() -> impl Strategy<Value = String> {
+        let names: Vec<String> = BUILTINS.list().iter().map(|t| t.name.clone()).collect();
+        prop::sample::select(names)
+    }
+
+    fn get(name: &str) -> Arc<EventType> {
+        BUILTINS.get(name).unwrap()
+    }
+
+    fn required(t: &EventType) -> Vec<String> {
+        t.schema["required"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `value` has one of the JSON types a property schema allows.
+    fn has_schema_type(property: &Value, value: &Value) -> bool {
+        let allowed: Vec<&str> = match &property["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => return true,
+        };
+        let actual = match value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            other => type_name(other),
+        };
+        allowed.contains(&actual) || (actual == "integer" && allowed.contains(&"number"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn validating_any_json_as_any_builtin_type_never_panics_and_names_only_data_fields(
+            name in builtin(),
+            data in any_json(),
+        ) {
+            let t = get(&name);
+            for error in t.validate(&data) {
+                prop_assert!(
+                    error.field == "data" || error.field.starts_with("data.") || error.field.starts_with("data["),
+                    "{:?}", error
+                );
+                prop_assert!(!error.message.is_empty());
+            }
+            prop_assert!(t.validate(&data).len() <= MAX_FIELD_ERRORS);
+        }
+
+        #[test]
+        fn compiling_any_json_as_a_custom_schema_never_panics(
+            schema in any_json(),
+            example in proptest::option::of(any_json()),
+            data in any_json(),
+        ) {
+            if let Ok(t) = compile(Some("custom.type"), "", schema, example, false) {
+                let _ = t.validate(&data);
+            }
+        }
+
+        #[test]
+        fn builtin_example_with_random_extra_fields_is_valid(
+            name in builtin(),
+            extra in prop::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_]{0,15}", any_json(), 1..8),
+        ) {
+            let t = get(&name);
+            let mut data = t.example.clone();
+            let Some(object) = data.as_object_mut() else {
+                return Err(TestCaseError::fail("example is not an object"));
+            };
+            for (k, v) in extra {
+                if !t.schema["properties"].as_object().is_some_and(|p| p.contains_key(&k)) {
+                    object.insert(k, v);
+                }
+            }
+            prop_assert_eq!(t.validate(&data), vec![], "{}", data);
+        }
+
+        #[test]
+        fn builtin_example_missing_a_required_field_fails_naming_it(
+            name in builtin(),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let t = get(&name);
+            let fields = required(&t);
+            let name = &fields[pick.index(fields.len())];
+            let mut data = t.example.clone();
+            if let Some(object) = data.as_object_mut() {
+                object.remove(name);
+            }
+            let errors = t.validate(&data);
+            let field = format!("data.{name}");
+            prop_assert!(
+                errors.iter().any(|e| e.field == field && e.code == "required"),
+                "{} not in {:?}", field, errors
+            );
+        }
+
+        #[test]
+        fn builtin_example_with_a_required_field_of_the_wrong_type_fails_naming_it(
+            name in builtin(),
+            pick in any::<prop::sample::Index>(),
+            value in any_json(),
+        ) {
+            let t = get(&name);
+            let fields = required(&t);
+            let name = &fields[pick.index(fields.len())];
+            let property = &t.schema["properties"][name.as_str()];
+            prop_assume!(!has_schema_type(property, &value));
+            let mut data = t.example.clone();
+            data[name.as_str()] = value;
+            let errors = t.validate(&data);
+            let field = format!("data.{name}");
+            prop_assert!(
+                errors.iter().any(|e| e.field == field),
+                "{} not in {:?}", field, errors
+            );
+        }
+
+        #[test]
+        fn builtin_example_with_a_required_string_field_spoiled_fails_naming_it(
+            name in builtin(),
+            pick in any::<prop::sample::Index>(),
+            junk in "[ <>,;\\[\\]\"\n\t\u{0}][ -~]{0,3}",
+        ) {
+            let t = get(&name);
+            // Only fields with a format, pattern, enum or minimum length can
+            // be spoiled while staying strings.
+            let fields: Vec<String> = required(&t)
+                .into_iter()
+                .filter(|f| {
+                    let p = &t.schema["properties"][f.as_str()];
+                    p["type"] == "string"
+                        && (p.get("format").is_some() || p.get("pattern").is_some() || p.get("enum").is_some())
+                })
+                .collect();
+            prop_assume!(!fields.is_empty());
+            let name = &fields[pick.index(fields.len())];
+            let mut data = t.example.clone();
+            let spoiled = format!("{}{junk}", data[name.as_str()].as_str().unwrap_or_default());
+            data[name.as_str()] = Value::String(spoiled);
+            let errors = t.validate(&data);
+            let field = format!("data.{name}");
+            prop_assert!(
+                errors.iter().any(|e| e.field == field),
+                "{} not in {:?}", field, errors
+            );
+        }
+
+        #[test]
+        fn non_object_data_is_one_error_on_data_itself(
+            name in builtin(),
+            data in any_json().prop_filter("not an object", |v| !v.is_object()),
+        ) {
+            let t = get(&name);
+            let errors = t.validate(&data);
+            prop_assert_eq!(errors.len(), 1);
+            prop_assert_eq!(errors[0].field.as_str(), "data");
+        }
+    }
 }

@@ -478,4 +478,164 @@ mod tests {
             assert!(parse_cidr(bad).is_err(), "{bad}");
         }
     }
+
+    // Property tests: the parsers behind every duration, size and CIDR flag
+    // take whatever an environment file or a command line hands them.
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const UNITS: [(&str, u64); 5] = [
+        ("ms", 1),
+        ("s", 1000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ];
+
+    const SIZE_UNITS: [(&str, u64); 5] = [
+        ("", 1),
+        ("B", 1),
+        ("KiB", 1024),
+        ("MiB", 1024 * 1024),
+        ("GiB", 1024 * 1024 * 1024),
+    ];
+
+    /// Strings that look almost like flag values: digits, units, signs,
+    /// dots, slashes, colons and spaces, in any order.
+    fn flag_like() -> impl Strategy<Value = String> {
+        "[0-9a-fA-FxmsdhKiBG:./+ \\-\u{0}\u{e9}\u{1F600}]{0,40}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn duration_parsing_never_panics_on_any_string(text in any::<String>(), near in flag_like()) {
+            let _ = parse_duration(&text);
+            let _ = parse_duration(&near);
+        }
+
+        #[test]
+        fn duration_in_any_unit_parses_to_exactly_its_milliseconds_or_is_refused_as_too_long(
+            number in prop_oneof![0u64..1_000_000, any::<u64>()],
+            unit in 0usize..UNITS.len(),
+            pad in "[ \t]{0,2}",
+        ) {
+            let (name, factor) = UNITS[unit];
+            let parsed = parse_duration(&format!("{pad}{number}{name}{pad}"));
+            match number.checked_mul(factor) {
+                Some(ms) => prop_assert_eq!(parsed, Ok(Duration::from_millis(ms))),
+                None => prop_assert!(parsed.is_err(), "{number}{name} overflows but parsed"),
+            }
+        }
+
+        #[test]
+        fn duration_written_in_its_largest_exact_unit_round_trips(ms in any::<u64>()) {
+            let (name, factor) = UNITS
+                .iter()
+                .rev()
+                .copied()
+                .find(|(_, f)| ms % f == 0)
+                .unwrap_or(UNITS[0]);
+            let text = format!("{}{name}", ms / factor);
+            prop_assert_eq!(parse_duration(&text), Ok(Duration::from_millis(ms)), "{}", text);
+        }
+
+        #[test]
+        fn duration_without_a_known_unit_is_refused(
+            number in any::<u64>(),
+            unit in "[a-zA-Z]{0,4}",
+        ) {
+            prop_assume!(!UNITS.iter().any(|(name, _)| *name == unit));
+            let unknown = format!("{number}{unit}");
+            let negative = format!("-{number}s");
+            prop_assert!(parse_duration(&unknown).is_err(), "{} parsed", unknown);
+            prop_assert!(parse_duration(&negative).is_err(), "{} parsed", negative);
+        }
+
+        #[test]
+        fn size_parsing_never_panics_on_any_string(text in any::<String>(), near in flag_like()) {
+            let _ = parse_size(&text);
+            let _ = parse_size(&near);
+        }
+
+        #[test]
+        fn size_in_any_unit_parses_to_its_bytes_and_zero_or_overflow_is_refused(
+            number in prop_oneof![0u64..100_000, any::<u64>()],
+            unit in 0usize..SIZE_UNITS.len(),
+        ) {
+            let (name, factor) = SIZE_UNITS[unit];
+            let parsed = parse_size(&format!("{number}{name}"));
+            match number.checked_mul(factor) {
+                Some(bytes) if bytes > 0 => prop_assert_eq!(parsed, Ok(bytes)),
+                _ => prop_assert!(parsed.is_err(), "{number}{name} should be refused"),
+            }
+        }
+
+        #[test]
+        fn cidr_parsing_never_panics_on_any_string(text in any::<String>(), near in flag_like()) {
+            let _ = parse_cidr(&text);
+            let _ = parse_cidr(&near);
+            if let Ok(net) = parse_cidr(&text) {
+                // Whatever was accepted prints as something accepted again.
+                prop_assert_eq!(parse_cidr(&net.to_string()), Ok(net));
+            }
+        }
+
+        #[test]
+        fn ipv4_cidr_round_trips_and_contains_exactly_the_addresses_sharing_its_prefix(
+            net in any::<u32>(),
+            prefix in 0u8..=32,
+            probe in any::<u32>(),
+        ) {
+            let addr = Ipv4Addr::from(net);
+            let cidr = parse_cidr(&format!("{addr}/{prefix}")).unwrap();
+            prop_assert_eq!(cidr.to_string(), format!("{addr}/{prefix}"));
+            prop_assert_eq!(parse_cidr(&cidr.to_string()), Ok(cidr));
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            let inside = net & mask == probe & mask;
+            prop_assert_eq!(cidr.contains(IpAddr::V4(Ipv4Addr::from(probe))), inside);
+            // The same address seen on a dual-stack socket, IPv4-mapped.
+            let mapped = Ipv4Addr::from(probe).to_ipv6_mapped();
+            prop_assert_eq!(cidr.contains(IpAddr::V6(mapped)), inside);
+            prop_assert!(cidr.contains(IpAddr::V4(addr)));
+            // An IPv4-mapped spelling of the network is the same network.
+            let v6 = format!("::ffff:{addr}/{}", u16::from(prefix) + 96);
+            prop_assert_eq!(parse_cidr(&v6), Ok(cidr));
+        }
+
+        #[test]
+        fn ipv6_cidr_round_trips_and_contains_exactly_the_addresses_sharing_its_prefix(
+            net in any::<u128>(),
+            prefix in 0u8..=128,
+            probe in any::<u128>(),
+        ) {
+            let addr = Ipv6Addr::from(net);
+            prop_assume!(addr.to_ipv4_mapped().is_none());
+            let cidr = parse_cidr(&format!("{addr}/{prefix}")).unwrap();
+            prop_assert_eq!(parse_cidr(&cidr.to_string()), Ok(cidr));
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            let probe_addr = Ipv6Addr::from(probe);
+            prop_assert_eq!(
+                cidr.contains(IpAddr::V6(probe_addr)),
+                net & mask == probe & mask
+            );
+            // An IPv6 network never holds an IPv4 address.
+            prop_assert!(!cidr.contains(IpAddr::V4(Ipv4Addr::from(probe as u32))));
+        }
+
+        #[test]
+        fn cidr_prefix_longer_than_the_address_is_refused(
+            v4 in any::<u32>(),
+            v6 in any::<u128>(),
+            over4 in 33u32..100_000,
+            over6 in 129u32..100_000,
+        ) {
+            let v4 = Ipv4Addr::from(v4);
+            let v6 = Ipv6Addr::from(v6);
+            for text in [format!("{v4}/{over4}"), format!("{v6}/{over6}"), format!("{v4}/-1")] {
+                prop_assert!(parse_cidr(&text).is_err(), "{} parsed", text);
+            }
+        }
+    }
 }

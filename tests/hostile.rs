@@ -328,6 +328,20 @@ fn framing_rows(server: &Server, path: &str, good: &[u8]) -> Vec<Row> {
             Expect::Http(400),
         ),
         row(
+            // Found by schemathesis: the connection used to close unanswered.
+            "a header value that is not ASCII",
+            request(
+                server,
+                "POST",
+                path,
+                Some("application/json"),
+                &[("Idempotency-Key", "\u{d7}\u{f8}\u{9b}".into())],
+                good,
+            ),
+            End::Open,
+            Expect::Error(400, "malformed_request"),
+        ),
+        row(
             "a URL over 8 KiB",
             request(
                 server,

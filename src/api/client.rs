@@ -233,4 +233,159 @@ mod tests {
         assert!(limiter.take("a", t1).is_err());
         assert_eq!(RateLimiter::new(0).take("a", t0), Ok(()));
     }
+
+    // Property tests: X-Forwarded-For as a client or a chain of proxies
+    // could write it, read behind the trusted proxies 10.0.0.0/8, fd00::/8.
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn trusted() -> Vec<Cidr> {
+        vec![
+            parse_cidr("10.0.0.0/8").unwrap(),
+            parse_cidr("fd00::/8").unwrap(),
+        ]
+    }
+
+    /// One `X-Forwarded-For` entry: what it says (None for garbage) and
+    /// how it is written.
+    #[derive(Debug, Clone)]
+    struct Entry {
+        ip: Option<IpAddr>,
+        text: String,
+    }
+
+    fn spelled(ip: IpAddr, style: u8, port: u16) -> String {
+        match (ip, style % 4) {
+            (IpAddr::V4(v4), 0) => v4.to_string(),
+            (IpAddr::V4(v4), 1) => format!(" {v4}:{port} "),
+            (IpAddr::V4(v4), 2) => v4.to_ipv6_mapped().to_string(),
+            (IpAddr::V4(v4), _) => format!("[{}]", v4.to_ipv6_mapped()),
+            (IpAddr::V6(v6), 0) => v6.to_string(),
+            (IpAddr::V6(v6), 1) => format!("[{v6}]:{port}"),
+            (IpAddr::V6(v6), 2) => format!(" [{v6}]"),
+            (IpAddr::V6(v6), _) => format!("{v6} "),
+        }
+    }
+
+    fn trusted_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|h| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (h & 0x00ff_ffff)))),
+            any::<u128>().prop_map(|h| IpAddr::V6(Ipv6Addr::from((0xfd << 120) | (h >> 8)))),
+        ]
+    }
+
+    fn untrusted_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|ip| IpAddr::V4(Ipv4Addr::from(ip))),
+            any::<u128>().prop_map(|ip| IpAddr::V6(Ipv6Addr::from(ip))),
+        ]
+        .prop_map(|ip| ip.to_canonical())
+        .prop_filter("an untrusted address", |ip| {
+            !trusted().iter().any(|net| net.contains(*ip))
+        })
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let address = |ips: BoxedStrategy<IpAddr>| {
+            (ips, any::<u8>(), any::<u16>()).prop_map(|(ip, style, port)| Entry {
+                ip: Some(ip),
+                text: spelled(ip, style, port),
+            })
+        };
+        prop_oneof![
+            4 => address(trusted_ip().boxed()),
+            4 => address(untrusted_ip().boxed()),
+            1 => "[a-z_ ]{0,8}|unknown|[0-9.:\\[\\]]{1,12}|".prop_map(|text| Entry { ip: None, text }),
+        ]
+        .prop_filter("garbage that does not parse", |e| {
+            e.ip.is_some() || super::parse_entry(&e.text).is_none()
+        })
+    }
+
+    /// Entries split over 0..=3 `X-Forwarded-For` headers, in order.
+    fn headers(entries: &[Entry], cuts: &[prop::sample::Index]) -> Vec<String> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(entries.len())).collect();
+        at.push(0);
+        at.push(entries.len());
+        at.sort_unstable();
+        at.dedup();
+        at.windows(2)
+            .map(|w| {
+                entries[w[0]..w[1]]
+                    .iter()
+                    .map(|e| e.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn client_ip_is_the_rightmost_untrusted_entry_never_one_to_its_left(
+            peer in trusted_ip(),
+            entries in prop::collection::vec(entry(), 0..8),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+        ) {
+            let headers = headers(&entries, &cuts);
+            let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+            let got = client_ip(Some(peer), &refs, &trusted());
+            // The model: walk from the right over trusted proxies; stop at
+            // the first untrusted address; garbage on the way is unknown.
+            let mut expected = Some(peer);
+            for e in entries.iter().rev() {
+                match e.ip {
+                    None => {
+                        expected = None;
+                        break;
+                    }
+                    Some(ip) => {
+                        expected = Some(ip);
+                        if !trusted().iter().any(|net| net.contains(ip)) {
+                            break;
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(got, expected, "headers {:?}", headers);
+            // Stated directly: nothing left of the rightmost untrusted entry.
+            if let Some(k) = entries.iter().rposition(|e| {
+                e.ip.is_some_and(|ip| !trusted().iter().any(|net| net.contains(ip)))
+            }) {
+                let untrusted = entries[k].ip;
+                prop_assert!(got.is_none() || got == untrusted, "{:?} left of {:?}", got, untrusted);
+            }
+        }
+
+        #[test]
+        fn client_ip_of_an_untrusted_peer_is_the_peer_whatever_it_forwards(
+            peer in untrusted_ip(),
+            headers in prop::collection::vec(any::<String>(), 0..4),
+        ) {
+            let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+            prop_assert_eq!(client_ip(Some(peer), &refs, &trusted()), Some(peer));
+            prop_assert_eq!(client_ip(Some(peer), &refs, &[]), Some(peer));
+        }
+
+        #[test]
+        fn client_ip_never_panics_on_any_header_strings(
+            peer in trusted_ip(),
+            headers in prop::collection::vec(any::<String>(), 0..4),
+            near in prop::collection::vec("[0-9a-fA-F.:\\[\\], %]{0,40}", 0..4),
+        ) {
+            for list in [&headers, &near] {
+                let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+                if let Some(ip) = client_ip(Some(peer), &refs, &trusted()) {
+                    // Whatever it names, it is the peer or was in the headers.
+                    prop_assert!(ip == peer || !list.is_empty());
+                }
+                prop_assert_eq!(client_ip(None, &refs, &trusted()), None);
+            }
+        }
+    }
 }

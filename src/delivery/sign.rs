@@ -94,4 +94,154 @@ mod tests {
         assert_eq!(parts[0], raw);
         assert_ne!(parts[1], raw);
     }
+
+    // Property tests: `verify` against what `header` produced, over random
+    // secrets (both kinds), ids, timestamps and bodies.
+    use proptest::prelude::*;
+
+    /// A `whsec_` secret of random key bytes, or any other string, which
+    /// signs with its own UTF-8 bytes (including strings that only look
+    /// like `whsec_` secrets).
+    fn secret() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 1..64)
+                .prop_map(|key| format!("whsec_{}", STANDARD.encode(key))),
+            any::<String>(),
+            "whsec_[A-Za-z0-9+/=!]{0,12}",
+        ]
+    }
+
+    /// Message ids as the headers carry them: printable ASCII.
+    fn msg_id() -> impl Strategy<Value = String> {
+        "[ -~]{1,40}"
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..512)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn verify_finds_each_secret_at_its_own_entry_of_the_header_and_no_other_secret(
+            secrets in prop::collection::vec(secret(), 1..4),
+            stranger in secret(),
+            id in msg_id(),
+            timestamp in any::<i64>(),
+            body in body(),
+        ) {
+            let signed = header(&secrets, &id, timestamp, &body);
+            prop_assert_eq!(signed.split(' ').count(), secrets.len());
+            for (i, s) in secrets.iter().enumerate() {
+                // The first entry made by the same key (a repeated secret
+                // signs identically).
+                let first = secrets
+                    .iter()
+                    .position(|t| key(t) == key(s))
+                    .unwrap_or(i);
+                prop_assert_eq!(verify(s, &id, timestamp, &body, &signed), Some(first));
+            }
+            prop_assume!(secrets.iter().all(|s| key(s) != key(&stranger)));
+            prop_assert_eq!(verify(&stranger, &id, timestamp, &body, &signed), None);
+        }
+
+        #[test]
+        fn verify_rejects_any_single_byte_change_of_the_body(
+            secrets in prop::collection::vec(secret(), 1..3),
+            id in msg_id(),
+            timestamp in any::<i64>(),
+            body in prop::collection::vec(any::<u8>(), 1..512),
+            at in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let signed = header(&secrets, &id, timestamp, &body);
+            let mut changed = body.clone();
+            let at = at.index(changed.len());
+            changed[at] ^= flip;
+            for s in &secrets {
+                prop_assert_eq!(verify(s, &id, timestamp, &changed, &signed), None);
+            }
+            // Nor may a byte be added or dropped.
+            let mut longer = body.clone();
+            longer.push(flip);
+            prop_assert_eq!(verify(&secrets[0], &id, timestamp, &longer, &signed), None);
+            prop_assert_eq!(verify(&secrets[0], &id, timestamp, &body[1..], &signed), None);
+        }
+
+        #[test]
+        fn verify_rejects_any_single_byte_change_of_the_id(
+            secret in secret(),
+            id in msg_id(),
+            timestamp in any::<i64>(),
+            body in body(),
+            at in any::<prop::sample::Index>(),
+            to in 0x20u8..0x7f,
+        ) {
+            let signed = header(std::slice::from_ref(&secret), &id, timestamp, &body);
+            let mut changed = id.clone().into_bytes();
+            let at = at.index(changed.len());
+            prop_assume!(changed[at] != to);
+            changed[at] = to;
+            let changed = String::from_utf8(changed).unwrap();
+            prop_assert_eq!(verify(&secret, &changed, timestamp, &body, &signed), None);
+        }
+
+        #[test]
+        fn verify_rejects_any_single_digit_change_of_the_timestamp(
+            secret in secret(),
+            id in msg_id(),
+            timestamp in any::<i64>(),
+            body in body(),
+            at in any::<prop::sample::Index>(),
+            to in b'0'..=b'9',
+        ) {
+            let signed = header(std::slice::from_ref(&secret), &id, timestamp, &body);
+            let mut text = timestamp.to_string().into_bytes();
+            let digits: Vec<usize> = (0..text.len()).filter(|&i| text[i].is_ascii_digit()).collect();
+            let at = digits[at.index(digits.len())];
+            prop_assume!(text[at] != to);
+            text[at] = to;
+            // A digit changed past i64's range is no timestamp at all.
+            if let Ok(changed) = String::from_utf8(text).unwrap().parse::<i64>() {
+                prop_assert_ne!(changed, timestamp);
+                prop_assert_eq!(verify(&secret, &id, changed, &body, &signed), None);
+            }
+            // Off by one second either way is a different message.
+            for near in [timestamp.wrapping_add(1), timestamp.wrapping_sub(1)] {
+                prop_assert_eq!(verify(&secret, &id, near, &body, &signed), None);
+            }
+        }
+
+        #[test]
+        fn verify_rejects_any_single_byte_change_of_the_signature(
+            secret in secret(),
+            id in msg_id(),
+            timestamp in any::<i64>(),
+            body in body(),
+            at in any::<prop::sample::Index>(),
+            to in 0u8..0x80,
+        ) {
+            let signed = header(std::slice::from_ref(&secret), &id, timestamp, &body);
+            let mut changed = signed.clone().into_bytes();
+            let at = at.index(changed.len());
+            prop_assume!(changed[at] != to);
+            changed[at] = to;
+            let changed = String::from_utf8(changed).unwrap();
+            prop_assert_eq!(verify(&secret, &id, timestamp, &body, &changed), None);
+            // Cut short by one character it fails too.
+            prop_assert_eq!(verify(&secret, &id, timestamp, &body, &signed[..signed.len() - 1]), None);
+        }
+
+        #[test]
+        fn verify_never_panics_on_any_header(
+            secret in secret(),
+            id in any::<String>(),
+            timestamp in any::<i64>(),
+            body in body(),
+            junk in any::<String>(),
+        ) {
+            let _ = verify(&secret, &id, timestamp, &body, &junk);
+        }
+    }
 }

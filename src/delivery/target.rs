@@ -332,6 +332,147 @@ mod tests {
         // IP literals were judged by check_url; nothing to look up.
         assert_eq!(check_resolved("http://93.184.216.34/x", &[]), Ok(()));
     }
+
+    // Property tests: every spelling of a refused IPv4 address that a URL
+    // parser accepts, against an independent table of the ranges.
+    use proptest::prelude::*;
+
+    /// The IPv4 ranges that must never be a default delivery target:
+    /// (network, prefix, what it is). Written out here, not derived from
+    /// `v4_reason`, so that the two can disagree.
+    const REFUSED_V4: [(u32, u32, &str); 15] = [
+        (0x0000_0000, 8, "this network"),
+        (0x0a00_0000, 8, "private"),
+        (0x6440_0000, 10, "carrier-grade NAT"),
+        (0x7f00_0000, 8, "loopback"),
+        (0xa9fe_0000, 16, "link-local"),
+        (0xac10_0000, 12, "private"),
+        (0xc000_0000, 24, "IETF protocol assignments"),
+        (0xc000_0200, 24, "documentation"),
+        (0xc058_6300, 24, "6to4 relay"),
+        (0xc0a8_0000, 16, "private"),
+        (0xc612_0000, 15, "benchmarking"),
+        (0xc633_6400, 24, "documentation"),
+        (0xcb00_7100, 24, "documentation"),
+        (0xe000_0000, 4, "multicast"),
+        (0xf000_0000, 4, "reserved and broadcast"),
+    ];
+
+    fn in_refused_v4(ip: u32) -> bool {
+        REFUSED_V4
+            .iter()
+            .any(|&(net, prefix, _)| ip >> (32 - prefix) == net >> (32 - prefix))
+    }
+
+    /// An address inside one of the ranges the brief names: private,
+    /// loopback, link-local, CGNAT, multicast (and the rest of the table).
+    fn refused_v4() -> impl Strategy<Value = u32> {
+        (0..REFUSED_V4.len(), any::<u32>()).prop_map(|(i, host)| {
+            let (net, prefix, _) = REFUSED_V4[i];
+            net | (host & (u32::MAX >> prefix))
+        })
+    }
+
+    fn public_v4() -> impl Strategy<Value = u32> {
+        any::<u32>().prop_filter("a public address", |ip| !in_refused_v4(*ip))
+    }
+
+    /// The ways a URL can name one IPv4 address.
+    fn spellings(ip: u32) -> Vec<String> {
+        let dotted = Ipv4Addr::from(ip);
+        let [a, b, c, d] = ip.to_be_bytes();
+        vec![
+            format!("http://{dotted}/hook"),
+            format!("https://{dotted}:8443/hook?x=1"),
+            format!("http://{ip}/"),
+            format!("http://0x{ip:x}/"),
+            format!("http://0X{ip:08X}/"),
+            format!("http://0{ip:o}/"),
+            format!("http://0x{a:x}.0x{b:x}.0x{c:x}.0x{d:x}/"),
+            format!("http://0{a:o}.0{b:o}.0{c:o}.0{d:o}/"),
+            format!("http://{a}.{}/", u32::from_be_bytes([0, b, c, d])),
+            format!("http://{a}.{b}.{}/", u16::from_be_bytes([c, d])),
+            format!("http://{dotted}./"),
+            format!("http://[::ffff:{dotted}]/"),
+            format!(
+                "http://[::ffff:{:x}:{:x}]/",
+                u16::from_be_bytes([a, b]),
+                u16::from_be_bytes([c, d])
+            ),
+            format!("http://[0:0:0:0:0:FFFF:{dotted}]:80/"),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn every_refused_ipv4_address_is_refused_in_every_url_spelling(ip in refused_v4()) {
+            prop_assert!(non_public_reason(IpAddr::V4(Ipv4Addr::from(ip))).is_some());
+            let mapped = Ipv4Addr::from(ip).to_ipv6_mapped();
+            prop_assert!(check_ip(IpAddr::V6(mapped), &[]).is_err());
+            for url in spellings(ip) {
+                let checked = check_url(&url, &[]);
+                prop_assert!(checked.is_err(), "{} was accepted as {:?}", url, checked);
+            }
+        }
+
+        #[test]
+        fn refused_ipv4_address_is_allowed_only_by_an_allow_targets_entry_that_holds_it(
+            ip in refused_v4(),
+            other in refused_v4(),
+        ) {
+            let own = crate::config::parse_cidr(&format!("{}/32", Ipv4Addr::from(ip))).unwrap();
+            let decimal = format!("http://{ip}/");
+            let mapped = format!("http://[::ffff:{}]/", Ipv4Addr::from(ip));
+            prop_assert!(check_url(&decimal, &[own]).is_ok(), "{} refused", decimal);
+            prop_assert!(check_url(&mapped, &[own]).is_ok(), "{} refused", mapped);
+            prop_assume!(other != ip);
+            let elsewhere = crate::config::parse_cidr(&format!("{}/32", Ipv4Addr::from(other))).unwrap();
+            prop_assert!(check_url(&decimal, &[elsewhere]).is_err(), "{} accepted", decimal);
+        }
+
+        #[test]
+        fn public_ipv4_address_is_accepted_in_every_url_spelling(ip in public_v4()) {
+            prop_assert_eq!(non_public_reason(IpAddr::V4(Ipv4Addr::from(ip))), None);
+            for url in spellings(ip) {
+                let checked = check_url(&url, &[]);
+                prop_assert!(checked.is_ok(), "{} was refused: {:?}", url, checked);
+            }
+        }
+
+        #[test]
+        fn public_ipv4_address_inside_nat64_or_6to4_is_judged_by_that_address(
+            public in public_v4(),
+            refused in refused_v4(),
+        ) {
+            for (ip, ok) in [(public, true), (refused, false)] {
+                let [a, b, c, d] = ip.to_be_bytes();
+                let hi = u16::from_be_bytes([a, b]);
+                let lo = u16::from_be_bytes([c, d]);
+                let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo);
+                let six_to_four = Ipv6Addr::new(0x2002, hi, lo, 0, 0, 0, 0, 1);
+                for v6 in [nat64, six_to_four] {
+                    prop_assert_eq!(non_public_reason(IpAddr::V6(v6)).is_none(), ok, "{}", v6);
+                }
+            }
+        }
+
+        #[test]
+        fn check_url_never_panics_on_any_string(
+            text in any::<String>(),
+            tail in "[a-zA-Z0-9.:/\\[\\]@%#?_~-]{0,60}",
+            scheme in prop::sample::select(vec!["http://", "https://", "HTTP://", "http:", "ftp://", "//", ""]),
+        ) {
+            let _ = check_url(&text, &[]);
+            let _ = check_url(&format!("{scheme}{tail}"), &[]);
+            let _ = check_url(&format!("{scheme}{text}"), &[]);
+            if let Ok(normal) = check_url(&format!("{scheme}{tail}"), &[]) {
+                // What is accepted is accepted again in its normal form.
+                prop_assert_eq!(check_url(&normal, &[]), Ok(normal.clone()));
+            }
+        }
+    }
 }
 
 /// The error a connection attempt fails with when every address of the

@@ -149,8 +149,11 @@ impl ClientConnection {
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
+                           // hookbox patch: a line that is not ASCII is malformed
+                           // input (400 and close, like any bad header), not an I/O
+                           // error that closed the connection without an answer.
                 return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                    .map_err(|_| IoError::new(ErrorKind::InvalidData, "Header is not in ASCII"));
             }
 
             prev_byte_was_cr = byte == b'\r';
@@ -291,7 +294,8 @@ impl Iterator for ClientConnection {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
                     let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
+                    let response =
+                        malformed_request("the request line is not HTTP/1.x that hookbox can read");
                     response
                         .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                         .ok();
@@ -301,7 +305,9 @@ impl Iterator for ClientConnection {
 
                 Err(ReadError::WrongHeader(ver)) => {
                     let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
+                    let response = malformed_request(
+                        "a header line is malformed, not ASCII, over 8 KiB, or one of more than 100",
+                    );
                     response.raw_print(writer, ver, &[], false, None).ok();
                     return None; // we don't know where the next request would start,
                                  // se we have to close
@@ -383,6 +389,21 @@ impl Iterator for ClientConnection {
             // returning the request
             return Some(rq);
         }
+    }
+}
+
+/// hookbox patch: the 400 this layer answers to a request it cannot parse
+/// carries hookbox's error shape, `{"error": {"code": "malformed_request",
+/// "message", "details": []}}` as JSON, like every other error a client of
+/// the API gets (upstream: an empty body without a content type).
+fn malformed_request(message: &str) -> crate::Response<std::io::Cursor<Vec<u8>>> {
+    use crate::{Header, Response, StatusCode};
+    let body =
+        format!(r#"{{"error":{{"code":"malformed_request","message":"{message}","details":[]}}}}"#);
+    let response = Response::from_data(body.into_bytes()).with_status_code(StatusCode(400));
+    match Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+        Ok(header) => response.with_header(header),
+        Err(()) => response,
     }
 }
 
