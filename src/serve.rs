@@ -256,14 +256,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fills the statistics with the last day's stored attempts, on a thread
-/// of its own: start-up does not wait for it.
+/// Takes the first queue reading, then fills the statistics with the last
+/// day's stored attempts, on a thread of its own: start-up does not wait
+/// for either (both grow with what the database holds).
 fn load_history(monitor: Arc<Monitor>, db: PathBuf, until: i64) {
+    monitor.begin_warming();
+    let warming = monitor.clone();
     let spawned = std::thread::Builder::new()
         .name("stats-history".into())
         .spawn(move || {
             let began = Instant::now();
-            match store::open_reader(&db).and_then(|conn| monitor.load_history(&conn, until)) {
+            let conn = store::open_reader(&db);
+            if let Err(e) = monitor.warm_queue(conn.as_ref().ok()) {
+                log::warn!("reading the queue at start: {e}");
+            }
+            match conn.and_then(|conn| monitor.load_history(&conn, until)) {
                 Ok(n) => log::info!(
                     "statistics: {n} attempts of the last day loaded in {} ms",
                     began.elapsed().as_millis()
@@ -274,6 +281,7 @@ fn load_history(monitor: Arc<Monitor>, db: PathBuf, until: i64) {
             }
         });
     if let Err(e) = spawned {
+        let _ = warming.warm_queue(None);
         log::warn!("statistics: cannot start loading history: {e}");
     }
 }

@@ -196,11 +196,17 @@ pub fn health(state: &State) -> Reply {
             "failing"
         }
     };
-    let queue = state
-        .reads
-        .with(|conn| state.monitor.queue(conn, None))
-        .map(|q| queue_json(&q, now))
-        .unwrap_or(Value::Null);
+    // `null` while the first reading since start is being taken: a count
+    // that grows with the backlog, which health does not wait for.
+    let queue = if state.monitor.queue_warming() {
+        Value::Null
+    } else {
+        state
+            .reads
+            .with(|conn| state.monitor.queue(conn, None))
+            .map(|q| queue_json(&q, now))
+            .unwrap_or(Value::Null)
+    };
     let ok = failing.is_empty();
     let mut body = json!({
         "status": if ok { "ok" } else { "unavailable" },
