@@ -231,6 +231,7 @@ fn main() {
         return;
     };
     let began = now_utc();
+    let load_before = load_average();
     let cases: Vec<Case> = match o.mode {
         Mode::Publish => vec![Case::Publish {
             connections: o.connections,
@@ -291,7 +292,7 @@ fn main() {
                 root.join("BENCHMARKS.md")
             }
         });
-        let text = report(&o, &medians, &began, &now_utc());
+        let text = report(&o, &medians, (&began, &load_before), &now_utc());
         std::fs::write(&path, text).expect("write the report");
         eprintln!("report written to {}", path.display());
     }
@@ -1074,7 +1075,17 @@ fn output(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn machine() -> String {
+/// The load averages over 1, 5 and 15 minutes.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn machine(load_before: &str) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -1101,16 +1112,13 @@ fn machine() -> String {
         "- CPU: {model}{mhz}; {processors} processors in /proc/cpuinfo, `nproc` {}. \
          Two shared virtual cores: the server, the load generator and the receiver \
          all run on them, and other tenants' load can take them too.\n\
-         - Memory: {memory:.1} GiB. Kernel: {}. Load average at the start: {}.\n\
+         - Memory: {memory:.1} GiB. Kernel: {}. Load average (1, 5, 15 minutes) before \
+         the run: {load_before}; at its end: {} (the run's own threads: up to 64 clients \
+         and the server's).\n\
          - Build: `{}`, commit {}{}.\n",
         output("nproc", &[]),
         output("uname", &["-r"]),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        load_average(),
         output("rustc", &["--version"]),
         output("git", &["rev-parse", "--short", "HEAD"]),
         if output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
@@ -1150,7 +1158,12 @@ impl Table<'_> {
     }
 }
 
-fn report(o: &Options, medians: &[(Case, Figures)], began: &str, ended: &str) -> String {
+fn report(
+    o: &Options,
+    medians: &[(Case, Figures)],
+    (began, load_before): (&str, &str),
+    ended: &str,
+) -> String {
     let t = Table(medians);
     let publish = |c, w| Case::Publish {
         connections: c,
@@ -1190,7 +1203,7 @@ fn report(o: &Options, medians: &[(Case, Figures)], began: &str, ended: &str) ->
             PathBuf::from(bin).display()
         );
     }
-    let _ = writeln!(s, "## Machine\n\n{}", machine());
+    let _ = writeln!(s, "## Machine\n\n{}", machine(load_before));
     let _ = writeln!(
         s,
         "The runs are interleaved (round 1 of every case, then round 2, ...), so figures \
