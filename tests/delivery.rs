@@ -664,19 +664,6 @@ fn disabling_a_webhook_holds_deliveries_already_lined_up_for_it() {
     assert_eq!(got, want, "each event exactly once");
 }
 
-/// The most of `times` (sorted) that fall within any one window of `width`.
-fn busiest_window(times: &[Instant], width: Duration) -> usize {
-    (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| **t - times[i] < width)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_webhooks_rate_limit_paces_what_its_receiver_gets_and_holds_back_no_other_webhook() {
     const RATE: u32 = 5;

@@ -26,7 +26,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
-use util::receiver::{Answer, Gate, Receiver, Seen, verify};
+use util::receiver::{Answer, Gate, Receiver, Seen, busiest_window, verify};
 use util::{Response, Server, eventually, wait_for};
 
 // ---------------------------------------------------------------------------
@@ -354,19 +354,6 @@ impl Drop for SetOnDrop<'_> {
 
 // ---------------------------------------------------------------------------
 // 2. A receiver that is down for a while, then recovers
-
-/// The most of `times` (sorted) that fall within any one window of `width`.
-fn busiest_window(times: &[Instant], width: Duration) -> usize {
-    (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| **t - times[i] < width)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
 
 #[test]
 fn events_published_during_a_receiver_outage_all_arrive_intact_and_paced_once_it_recovers() {

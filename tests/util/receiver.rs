@@ -497,3 +497,17 @@ pub fn matching_entries(secret: &str, request: &Seen) -> Result<Vec<usize>, Stri
     }
     Ok(matching)
 }
+
+/// The most arrival times (sorted) that fall within any one window of
+/// `width`: the burst a paced receiver saw.
+pub fn busiest_window(times: &[Instant], width: Duration) -> usize {
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < width)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
