@@ -57,7 +57,7 @@ pub struct Rules {
 
 /// One rule's verdict for one subject this round.
 struct Finding {
-    rule: &'static str,
+    rule: String,
     subject: String,
     firing: bool,
     title: String,
@@ -99,6 +99,7 @@ pub fn spawn(
                 &rules,
                 &db,
                 errors_now > db_errors_seen,
+                &open,
             );
             db_errors_seen = errors_now;
             for f in findings {
@@ -112,14 +113,14 @@ pub fn spawn(
 
 /// Opens or resolves the alert of a finding when its state changes.
 fn apply(writer: &WriterHandle, open: &mut HashSet<(String, String)>, f: Finding) {
-    let key = (f.rule.to_owned(), f.subject.clone());
+    let key = (f.rule.clone(), f.subject.clone());
     if f.firing == open.contains(&key) {
         return;
     }
     let now = clock::now_ms();
     let alert = Alert {
         id: ids::new(Kind::Alert),
-        rule: f.rule.to_owned(),
+        rule: f.rule.clone(),
         subject: f.subject.clone(),
         open: f.firing,
         opened_at: now,
@@ -193,6 +194,7 @@ fn evaluate(
     rules: &Rules,
     db: &std::path::Path,
     new_db_errors: bool,
+    open: &HashSet<(String, String)>,
 ) -> Vec<Finding> {
     let now = clock::now_ms();
     let window_ms = rules.window.as_millis() as i64;
@@ -213,7 +215,7 @@ fn evaluate(
         let name = format!("{} ({})", hook.url, hook.id);
         let failed_for_good = last.exhausted_at.is_some_and(|at| now - at < window_ms) && !last.ok;
         out.push(Finding {
-            rule: "delivery_failures",
+            rule: "delivery_failures".into(),
             subject: hook.id.clone(),
             firing: failed_for_good,
             title: format!("Deliveries to {name} are failing"),
@@ -226,7 +228,7 @@ fn evaluate(
         let enough = w.attempts() >= rules.min_samples;
         let rate = w.error_rate().unwrap_or(0.0);
         out.push(Finding {
-            rule: "error_rate",
+            rule: "error_rate".into(),
             subject: hook.id.clone(),
             firing: enough && rate > rules.error_rate,
             title: format!("Many deliveries to {name} fail"),
@@ -241,7 +243,7 @@ fn evaluate(
         });
         let p95 = w.percentile(0.95).unwrap_or(0);
         out.push(Finding {
-            rule: "slow_responses",
+            rule: "slow_responses".into(),
             subject: hook.id.clone(),
             firing: enough && p95 > rules.p95.as_millis() as u64,
             title: format!("{name} answers slowly"),
@@ -253,7 +255,7 @@ fn evaluate(
             last_error: None,
         });
         out.push(Finding {
-            rule: "timeouts",
+            rule: "timeouts".into(),
             subject: hook.id.clone(),
             firing: w.timeouts >= 5 && w.timeouts * 4 >= w.attempts(),
             title: format!("Deliveries to {name} time out"),
@@ -270,7 +272,7 @@ fn evaluate(
                 .as_deref()
                 .is_some_and(|r| r != "disabled by the API" && r != "created disabled");
         out.push(Finding {
-            rule: "webhook_disabled",
+            rule: "webhook_disabled".into(),
             subject: hook.id.clone(),
             firing: auto,
             title: format!("{name} was disabled"),
@@ -282,18 +284,16 @@ fn evaluate(
         });
     }
     // Alerts about webhooks deleted since: resolved.
-    if let Ok(open) = monitoring::open_alerts(conn) {
-        for a in open {
-            if a.subject.starts_with("wh_") && !hooks.iter().any(|h| h.id == a.subject) {
-                out.push(Finding {
-                    rule: static_rule(&a.rule),
-                    subject: a.subject,
-                    firing: false,
-                    title: a.title,
-                    message: a.message,
-                    last_error: None,
-                });
-            }
+    for (rule, subject) in open {
+        if subject.starts_with("wh_") && !hooks.iter().any(|h| h.id == *subject) {
+            out.push(Finding {
+                rule: rule.clone(),
+                subject: subject.clone(),
+                firing: false,
+                title: String::new(),
+                message: String::new(),
+                last_error: None,
+            });
         }
     }
 
@@ -303,7 +303,7 @@ fn evaluate(
         .and_then(|q| q.oldest_waiting)
         .map(|created| now - created);
     out.push(Finding {
-        rule: "queue_age",
+        rule: "queue_age".into(),
         subject: "system".into(),
         firing: oldest.is_some_and(|age| age > rules.queue_age.as_millis() as i64),
         title: "Deliveries are waiting too long".into(),
@@ -316,7 +316,7 @@ fn evaluate(
     });
     let ping = writer.ping(Duration::from_secs(2));
     out.push(Finding {
-        rule: "database",
+        rule: "database".into(),
         subject: "system".into(),
         firing: ping.is_err() || new_db_errors,
         title: "The database is failing".into(),
@@ -328,7 +328,7 @@ fn evaluate(
     });
     if let Some(free) = free_bytes(db) {
         out.push(Finding {
-            rule: "disk_space",
+            rule: "disk_space".into(),
             subject: "system".into(),
             firing: free < rules.disk_free,
             title: "Disk space is low".into(),
@@ -341,20 +341,6 @@ fn evaluate(
         });
     }
     out
-}
-
-/// The rule names as static strings (they come back from the database).
-fn static_rule(rule: &str) -> &'static str {
-    [
-        "delivery_failures",
-        "error_rate",
-        "slow_responses",
-        "timeouts",
-        "webhook_disabled",
-    ]
-    .into_iter()
-    .find(|r| *r == rule)
-    .unwrap_or("delivery_failures")
 }
 
 /// Free bytes on the file system holding the database.
