@@ -506,3 +506,27 @@ pub fn eventually<T>(
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The path of `name` on `PATH`, if an executable file of that name is
+/// there.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The first of `names` found on `PATH`, or a panic that says how to get
+/// it: tests that need a tool beyond the Rust toolchain are `#[ignore]`d,
+/// so this runs only when asked for (`cargo test -- --include-ignored`, as
+/// `.ci/run` does), and a missing tool there is a failure, never a pass.
+pub fn require_tool(names: &[&str], install: &str) -> PathBuf {
+    names
+        .iter()
+        .find_map(|name| on_path(name))
+        .unwrap_or_else(|| panic!("{} is not on PATH: {install}", names.join(" or ")))
+}
