@@ -60,7 +60,12 @@ fn token_create(db: &Path, name: &str, scope: Scope, allow: Vec<Cidr>) -> anyhow
         allow,
     };
     let tx = conn.transaction().context("starting transaction")?;
-    tokens::insert(&tx, &row, &secrets::token_hash(&token))?;
+    if let Some(existing) = tokens::insert(&tx, &row, &secrets::token_hash(&token))? {
+        bail!(
+            "a live token is already named \"{name}\" ({existing}); choose another name, \
+             or revoke that token first (hookbox token revoke {existing})"
+        );
+    }
     let summary = format!(
         "created {} token \"{name}\"{}",
         scope.as_str(),
@@ -86,21 +91,64 @@ fn token_create(db: &Path, name: &str, scope: Scope, allow: Vec<Cidr>) -> anyhow
 
 fn token_list(db: &Path) -> anyhow::Result<()> {
     let conn = open_existing(db)?;
-    for t in tokens::list(&conn)? {
-        if t.revoked_at.is_some() {
-            continue;
-        }
-        println!(
-            "{}\t{}\t{}\t{}\t{}",
-            t.id,
-            t.name,
-            t.scope.as_str(),
-            clock::rfc3339(t.created_at),
-            t.last_used_at
-                .map_or_else(|| "never".to_owned(), clock::rfc3339)
-        );
-    }
+    let rows: Vec<[String; 6]> = tokens::list(&conn)?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none())
+        .map(|t| {
+            [
+                t.id,
+                t.name,
+                t.scope.as_str().to_owned(),
+                clock::rfc3339(t.created_at),
+                t.last_used_at
+                    .map_or_else(|| "never".to_owned(), clock::rfc3339),
+                if t.allow.is_empty() {
+                    "any".to_owned()
+                } else {
+                    t.allow
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            ["ID", "NAME", "SCOPE", "CREATED", "LAST USED", "ALLOW"],
+            &rows
+        )
+    );
     Ok(())
+}
+
+/// Rows under a header, each column padded to its widest cell and two
+/// spaces apart; the last column is not padded.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; N]| {
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(header);
+    for row in rows {
+        line(std::array::from_fn(|i| row[i].as_str()));
+    }
+    out
 }
 
 fn token_revoke(db: &Path, id: &str) -> anyhow::Result<()> {
@@ -174,10 +222,18 @@ pub fn check(db: &Path) -> anyhow::Result<()> {
 
 /// A consistent copy through SQLite's online backup API. The copy is
 /// written beside `dest` and renamed into place, so `dest` never holds a
-/// partial file.
-pub fn backup(db: &Path, dest: &Path) -> anyhow::Result<()> {
+/// partial file. An existing `dest` is replaced only with `force`: a
+/// mistyped destination must not silently overwrite another database or
+/// last night's backup.
+pub fn backup(db: &Path, dest: &Path, force: bool) -> anyhow::Result<()> {
     let began = std::time::Instant::now();
     let src = open_existing(db)?;
+    if !force && std::fs::symlink_metadata(dest).is_ok() {
+        bail!(
+            "{} already exists: give another destination, or --force to replace it",
+            dest.display()
+        );
+    }
     let mut tmp_name = dest.as_os_str().to_owned();
     tmp_name.push(format!(".partial-{}", std::process::id()));
     let tmp = Path::new(&tmp_name).to_owned();
@@ -231,13 +287,13 @@ pub fn backup(db: &Path, dest: &Path) -> anyhow::Result<()> {
     }
     result?;
     let size = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
-    log::info!(
-        "backup done: {} copied to {} ({size} bytes, {} ms)",
+    // Said once, on standard output (the journal, under the backup unit).
+    println!(
+        "backed up {} to {} ({size} bytes, {} ms)",
         db.display(),
         dest.display(),
         began.elapsed().as_millis()
     );
-    println!("backed up {} to {}", db.display(), dest.display());
     Ok(())
 }
 

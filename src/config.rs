@@ -44,7 +44,7 @@ pub enum LogFormat {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the appliance: the API, the store and (later) the delivery engine.
+    /// Run the appliance: the API, the store and the delivery engine.
     Serve(ServeArgs),
     /// Create, list and revoke API tokens (works while `serve` runs).
     #[command(subcommand)]
@@ -91,6 +91,9 @@ pub struct BackupArgs {
     /// Where to write the copy. It appears there complete or not at all.
     #[arg(env = "HOOKBOX_DEST")]
     pub dest: PathBuf,
+    /// Replace DEST if it exists (without it, an existing DEST is an error).
+    #[arg(long, env = "HOOKBOX_FORCE")]
+    pub force: bool,
     #[command(flatten)]
     pub db: DbArgs,
 }

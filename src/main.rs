@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Token(command) => admin::token(command),
         Command::Check(args) => admin::check(&args.db),
-        Command::Backup(args) => admin::backup(&args.db.db, &args.dest),
+        Command::Backup(args) => admin::backup(&args.db.db, &args.dest, args.force),
         Command::Verify(args) => admin::verify(&args),
     };
     match result {

@@ -191,6 +191,10 @@ fn help_command_lists_every_command() {
                 "{args:?} does not list {command}:\n{text}"
             );
         }
+        assert!(
+            text.contains("the store and the delivery engine") && !text.contains("(later)"),
+            "serve is described as it is today:\n{text}"
+        );
     }
     let out = hookbox_run(&["help", "serve"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -462,10 +466,17 @@ fn token_list_shows_id_name_scope_and_times_but_never_the_token() {
     });
     assert_eq!(
         lines.len(),
-        3,
-        "one line per token (the bootstrap admin, ci-reader, shop-app): {lines:#?}"
+        4,
+        "a header, then one line per token (the bootstrap admin, ci-reader, shop-app): {lines:#?}"
     );
-    for line in &lines {
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "NAME", "SCOPE", "CREATED", "LAST", "USED", "ALLOW"],
+        "{lines:#?}"
+    );
+    let lines = &lines[1..];
+    for line in lines {
         for secret in [&server.token, &reader, &publisher] {
             assert!(
                 !line.contains(secret.as_str()),
@@ -476,10 +487,11 @@ fn token_list_shows_id_name_scope_and_times_but_never_the_token() {
     let ids: BTreeSet<String> = lines.iter().map(|l| token_id(l)).collect();
     assert_eq!(ids.len(), 3, "{lines:#?}");
 
-    let shop = line_for(&lines, "shop-app");
+    let shop = line_for(lines, "shop-app");
     assert!(shop.split_whitespace().any(|w| w == "publish"), "{shop}");
     assert_eq!(times_in(shop), 2, "created and last used: {shop}");
-    let ci = line_for(&lines, "ci-reader");
+    assert!(shop.ends_with(" any"), "no allowlist: any address: {shop}");
+    let ci = line_for(lines, "ci-reader");
     assert!(ci.split_whitespace().any(|w| w == "read"), "{ci}");
     assert_eq!(times_in(ci), 1, "created, never used: {ci}");
     let admin = lines
@@ -530,6 +542,48 @@ fn check(db: &Path) -> Output {
 
 fn backup(db: &Path, dest: &Path) -> Output {
     hookbox_run(&["backup", path_arg(dest), "--db", path_arg(db)])
+}
+
+#[test]
+fn backup_refuses_to_overwrite_an_existing_file_unless_forced_and_says_so_once() {
+    let server = Server::start();
+    server.create_webhook(&["*"]);
+    let dest = server.dir.path().join("nightly.db");
+    std::fs::write(&dest, b"last night's copy").unwrap();
+
+    let out = backup(&server.db(), &dest);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("already exists") && stderr(&out).contains("--force"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"last night's copy");
+
+    let out = hookbox_run(&[
+        "backup",
+        path_arg(&dest),
+        "--force",
+        "--db",
+        path_arg(&server.db()),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(check(&dest).status.code(), Some(0));
+    // One message, on standard output; the log does not repeat it.
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains("backed up"))
+            .count(),
+        1,
+        "{}",
+        show(&out)
+    );
+    assert!(
+        !stderr(&out).contains("backup"),
+        "the message is printed twice: {}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -650,12 +704,12 @@ fn backup_while_serving_holds_every_event_published_before_it() {
 #[test]
 fn token_create_allow_pins_a_token_to_client_networks() {
     let server = Server::start();
-    let create = |allow: &str| {
+    let create = |name: &str, allow: &str| {
         hookbox_run(&[
             "token",
             "create",
             "--name",
-            "pinned",
+            name,
             "--scope",
             "read",
             "--allow",
@@ -664,10 +718,10 @@ fn token_create_allow_pins_a_token_to_client_networks() {
             path_arg(&server.db()),
         ])
     };
-    let out = create("10.0.0.0/8,fd00::/8");
+    let out = create("pinned-lan", "10.0.0.0/8,fd00::/8");
     assert!(out.status.success(), "{}", show(&out));
     let elsewhere = stdout(&out).lines().last().unwrap().to_owned();
-    let out = create("127.0.0.1");
+    let out = create("pinned-here", "127.0.0.1");
     assert!(out.status.success(), "{}", show(&out));
     let here = stdout(&out).lines().last().unwrap().to_owned();
     server
@@ -676,9 +730,71 @@ fn token_create_allow_pins_a_token_to_client_networks() {
     let r = server.send("GET", "/api/v1/webhooks", &[], None, Some(&here));
     assert_eq!(r.status, 200, "{}", r.text());
 
-    let out = create("10.0.0.0/99");
+    let out = create("pinned-bad", "10.0.0.0/99");
     assert!(!out.status.success(), "{}", show(&out));
     assert!(stderr(&out).contains("10.0.0.0/99"), "{}", show(&out));
+
+    // `token list` shows each token's allowlist.
+    let lines = token_list(&server.db());
+    let lan = line_for(&lines, "pinned-lan");
+    assert!(lan.ends_with(" 10.0.0.0/8,fd00::/8"), "{lan}");
+    let here = line_for(&lines, "pinned-here");
+    assert!(here.ends_with(" 127.0.0.1/32"), "{here}");
+}
+
+#[test]
+fn token_create_refuses_a_name_a_live_token_has_until_that_token_is_revoked() {
+    let server = Server::start();
+    let (first, _) = token_create(&server.db(), "shop-app", "publish");
+    let id = token_id(stdout(&first).lines().next().unwrap());
+    let again = hookbox_run(&[
+        "token",
+        "create",
+        "--name",
+        "shop-app",
+        "--db",
+        path_arg(&server.db()),
+    ]);
+    assert!(!again.status.success(), "{}", show(&again));
+    assert!(
+        stderr(&again).contains("already named \"shop-app\"") && stderr(&again).contains(&id),
+        "{}",
+        show(&again)
+    );
+    assert!(
+        stdout(&again).is_empty(),
+        "no token printed: {}",
+        show(&again)
+    );
+    let named: Vec<_> = token_list(&server.db())
+        .into_iter()
+        .filter(|l| l.split_whitespace().any(|w| w == "shop-app"))
+        .collect();
+    assert_eq!(named.len(), 1, "{named:#?}");
+
+    // The API refuses it too, with 409 and the error shape.
+    server
+        .post(
+            "/api/v1/tokens",
+            &serde_json::json!({"name": "shop-app", "scope": "read"}),
+        )
+        .error(409, "already_exists");
+
+    // Once revoked, the name is free again.
+    let out = hookbox_run(&["token", "revoke", &id, "--db", path_arg(&server.db())]);
+    assert!(out.status.success(), "{}", show(&out));
+    token_create(&server.db(), "shop-app", "publish");
+    let r = server.post(
+        "/api/v1/tokens",
+        &serde_json::json!({"name": "website", "scope": "read"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    server
+        .post(
+            "/api/v1/tokens",
+            &serde_json::json!({"name": "website", "scope": "read"}),
+        )
+        .error(409, "already_exists");
 }
 
 /// `hookbox verify` with the body on standard input.
@@ -874,4 +990,42 @@ fn help_never_prints_a_secret_taken_from_the_environment() {
             show(&out)
         );
     }
+}
+
+#[test]
+fn serve_tightens_a_database_and_its_wal_and_shm_that_others_can_read() {
+    let mut server = Server::start();
+    server.create_webhook(&["*"]);
+    // Killed, so the -wal and -shm files stay beside the database.
+    server.kill9();
+    let files: Vec<PathBuf> = ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| PathBuf::from(format!("{}{suffix}", server.db().display())))
+        .collect();
+    for file in &files {
+        assert!(file.exists(), "{} is missing", file.display());
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    server.restart();
+    for file in &files {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: {mode:o}", file.display());
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            server
+                .log()
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains(&name) && l.contains("tightened")),
+            "no warning for {name}:\n{}",
+            server.log()
+        );
+    }
+    // Nothing was lost: the webhook is still there.
+    let r = server.get("/api/v1/webhooks");
+    assert_eq!(
+        r.json()["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.text()
+    );
 }

@@ -83,11 +83,20 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         revoked_at: None,
         allow: nets,
     };
-    ctx.state.writer.create_token(
+    if let Some(existing) = ctx.state.writer.create_token(
         token.clone(),
         secrets::token_hash(&secret),
         ctx.actor.clone(),
-    )?;
+    )? {
+        return Err(ApiError::conflict(
+            "already_exists",
+            format!(
+                "a live token is already named \"{}\" ({existing}); choose another name, \
+                 or revoke that token first",
+                token.name
+            ),
+        ));
+    }
     let mut body = to_json(&token);
     body["token"] = json!(secret);
     let mut reply = Reply::json(201, &body);

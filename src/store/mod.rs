@@ -97,7 +97,8 @@ fn classify(context: &'static str, source: rusqlite::Error) -> StoreError {
 
 /// Creates the database file with mode 0600 if it does not exist yet, so
 /// that SQLite (which gives its WAL and shm files the database's mode) never
-/// makes a world-readable file holding secrets.
+/// makes a world-readable file holding secrets; an existing one is
+/// tightened (`tighten`).
 fn create_private(path: &Path) -> Result<(), StoreError> {
     match OpenOptions::new()
         .write(true)
@@ -106,11 +107,47 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
         .open(path)
     {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            tighten(path);
+            Ok(())
+        }
         Err(e) => Err(StoreError::Unavailable(format!(
             "creating database file {}: {e}",
             path.display()
         ))),
+    }
+}
+
+/// Takes group and other permissions off an existing database and its
+/// `-wal` and `-shm` files (they hold webhook secrets and consignors'
+/// personal data; a copy restored with `cp` or made by another tool may be
+/// world-readable), with a warning for each file changed. Files that
+/// cannot be changed (another owner) are warned about and left: that is
+/// the operator's call, not a reason to stop.
+fn tighten(db: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = Path::new(&name);
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => log::warn!(
+                "{} was readable by others (mode {mode:04o}); tightened to {:04o}",
+                path.display(),
+                mode & 0o700
+            ),
+            Err(e) => log::warn!(
+                "{} is readable by others (mode {mode:04o}) and could not be tightened: {e}",
+                path.display()
+            ),
+        }
     }
 }
 

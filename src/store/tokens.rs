@@ -28,7 +28,25 @@ fn allow_text(allow: &[Cidr]) -> Option<String> {
     })
 }
 
-pub fn insert(conn: &Connection, token: &Token, hash: &[u8; 32]) -> Result<(), StoreError> {
+/// The id of the live (unrevoked) token called `name`, if there is one.
+/// Two live tokens of one name could not be told apart in `token list` or
+/// the audit log, so a name is taken until its token is revoked.
+pub fn live_named(conn: &Connection, name: &str) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached("SELECT id FROM tokens WHERE name = ?1 AND revoked_at IS NULL LIMIT 1")
+        .and_then(|mut stmt| stmt.query_row([name], |r| r.get(0)).optional())
+        .context("looking up a token by name")
+}
+
+/// Inserts `token` unless a live token already has its name; then answers
+/// that token's id and inserts nothing.
+pub fn insert(
+    conn: &Connection,
+    token: &Token,
+    hash: &[u8; 32],
+) -> Result<Option<String>, StoreError> {
+    if let Some(existing) = live_named(conn, &token.name)? {
+        return Ok(Some(existing));
+    }
     conn.prepare_cached(
         "INSERT INTO tokens (id, name, scope, hash, created_at, allow) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -44,7 +62,7 @@ pub fn insert(conn: &Connection, token: &Token, hash: &[u8; 32]) -> Result<(), S
         ])
     })
     .context("inserting token")?;
-    Ok(())
+    Ok(None)
 }
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {

@@ -87,7 +87,9 @@ pub enum WriteOp {
         token: Token,
         hash: [u8; 32],
         actor: Actor,
-        reply: Reply<()>,
+        /// The id of the live token that already has this name, if one
+        /// does: then nothing is inserted.
+        reply: Reply<Option<String>>,
     },
     RevokeToken {
         id: String,
@@ -342,7 +344,7 @@ impl WriterHandle {
         token: Token,
         hash: [u8; 32],
         actor: Actor,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         self.call(|reply| WriteOp::CreateToken {
             token,
             hash,
@@ -780,7 +782,10 @@ impl Writer {
                 actor,
                 reply,
             } => {
-                let result = tokens::insert(&self.conn, &token, &hash).and_then(|()| {
+                let result = tokens::insert(&self.conn, &token, &hash).and_then(|taken| {
+                    if taken.is_some() {
+                        return Ok(taken);
+                    }
                     let summary = format!(
                         "created {} token \"{}\"{}",
                         token.scope.as_str(),
@@ -795,6 +800,7 @@ impl Writer {
                         &summary,
                         now,
                     )
+                    .map(|()| None)
                 });
                 (result.is_ok(), answer(reply, result))
             }
