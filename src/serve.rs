@@ -359,7 +359,11 @@ fn alert_webhook(
                     rusqlite::params![w.id, secret],
                 )
                 .context("setting the alert secret")?;
-                log::info!("alerts go to {} through webhook {}", w.url, w.id);
+                log::info!(
+                    "alerts go to {} through webhook {}",
+                    crate::delivery::target::loggable(&w.url),
+                    w.id
+                );
             }
         }
         None => {
@@ -387,7 +391,11 @@ fn alert_webhook(
                 "created the --alert-url webhook for hookbox.alert",
                 now,
             )?;
-            log::info!("alerts go to {} through webhook {}", w.url, w.id);
+            log::info!(
+                "alerts go to {} through webhook {}",
+                crate::delivery::target::loggable(&w.url),
+                w.id
+            );
         }
     }
     Ok(())

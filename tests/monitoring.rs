@@ -286,7 +286,7 @@ fn a_failing_webhook_raises_an_alert_that_is_delivered_signed_and_resolves() {
         "--alert-check-every",
         "200ms",
         "--alert-url",
-        &pager.url("/alerts"),
+        &pager.url("/alerts?key=pager-access-key"),
     ]);
     let secret_file = server.dir.path().join("hookbox.db.alert-secret");
     let secret = std::fs::read_to_string(&secret_file)
@@ -308,7 +308,7 @@ fn a_failing_webhook_raises_an_alert_that_is_delivered_signed_and_resolves() {
     );
     let hook = server.post(
         "/api/v1/webhooks",
-        &json!({"url": shop.url("/orders"), "events": ["item.*"]}),
+        &json!({"url": shop.url("/orders?token=shop-access-key"), "events": ["item.*"]}),
     );
     let hook = hook.json()["id"].as_str().unwrap().to_owned();
     let event = publish(&server, "item.sold");
@@ -345,6 +345,15 @@ fn a_failing_webhook_raises_an_alert_that_is_delivered_signed_and_resolves() {
     util::wait_for(WAIT, "the alert to be logged", || {
         server.log().contains("alert raised").then_some(())
     });
+    // Webhook URLs are logged without their query strings.
+    let log = server.log();
+    assert!(
+        log.contains(&format!("alerts go to {} through", pager.url("/alerts"))),
+        "{log}"
+    );
+    for key in ["pager-access-key", "shop-access-key"] {
+        assert!(!log.contains(key), "{key} is logged:\n{log}");
+    }
     // It fires once: several more checks add nothing.
     let delivery = server
         .get(&format!("/api/v1/deliveries?event_id={event}"))

@@ -200,9 +200,32 @@ pub fn check_resolved(url: &str, allow: &[Cidr]) -> Result<(), String> {
     }
 }
 
+/// A webhook URL as the log may show it: without its query string and
+/// fragment, where receivers often put an access key
+/// (`https://crm.example/hook?key=...`).
+pub fn loggable(url: &str) -> &str {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    &url[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loggable_urls_drop_query_and_fragment() {
+        for (url, shown) in [
+            (
+                "https://crm.example/hook?key=s3cret",
+                "https://crm.example/hook",
+            ),
+            ("https://crm.example/hook#k=1", "https://crm.example/hook"),
+            ("https://crm.example/a?b#c", "https://crm.example/a"),
+            ("http://10.0.0.5:8080/hooks", "http://10.0.0.5:8080/hooks"),
+        ] {
+            assert_eq!(loggable(url), shown);
+        }
+    }
     use crate::config::parse_cidr;
 
     #[test]

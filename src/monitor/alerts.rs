@@ -212,7 +212,12 @@ fn evaluate(
     for hook in &hooks {
         let w = monitor.series(Some(&hook.id)).last_minutes(now, minutes);
         let last = last.get(&hook.id).cloned().unwrap_or_default();
-        let name = format!("{} ({})", hook.url, hook.id);
+        // Alert messages are logged: no query string (receivers' access keys).
+        let name = format!(
+            "{} ({})",
+            crate::delivery::target::loggable(&hook.url),
+            hook.id
+        );
         let failed_for_good = last.exhausted_at.is_some_and(|at| now - at < window_ms) && !last.ok;
         out.push(Finding {
             rule: "delivery_failures".into(),
