@@ -719,6 +719,9 @@ fn real_answers_match_their_documented_schemas() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let token = conforms(&doc, "POST", "/api/v1/tokens", &r);
+    let r = server.post("/api/v1/tokens", &json!({"name": "docs", "scope": "read"}));
+    assert_eq!(r.status, 409, "{}", r.text());
+    conforms(&doc, "POST", "/api/v1/tokens", &r);
     conforms(&doc, "GET", "/api/v1/tokens", &server.get("/api/v1/tokens"));
     let r = call(
         &server,

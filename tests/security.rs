@@ -22,7 +22,10 @@ const AUDIT: &str = "/api/v1/audit-log";
 /// Creates a token through the API with the admin token; returns its JSON
 /// (with `token`).
 fn api_token(server: &Server, scope: &str, allow: Option<&[&str]>) -> Value {
-    let mut body = json!({"name": format!("{scope} token"), "scope": scope});
+    // Names are unique among live tokens.
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut body = json!({"name": format!("{scope} token {n}"), "scope": scope});
     if let Some(allow) = allow {
         body["allow"] = json!(allow);
     }
@@ -260,7 +263,7 @@ fn a_token_made_by_the_cli_is_listed_by_the_api_and_the_audit_log_says_cli() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["name"] == "test")
+        .find(|t| t["name"].as_str().unwrap().starts_with("test-read-"))
         .expect("the CLI's token is listed")
         .clone();
     let out = Command::new(BIN)

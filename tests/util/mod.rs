@@ -223,10 +223,12 @@ impl Server {
 
     /// Creates a token of `scope` with the CLI and returns it.
     pub fn token(&self, scope: &str) -> String {
+        // Names are unique among live tokens.
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("test-{scope}-{n}");
         let out = Command::new(BIN)
-            .args([
-                "token", "create", "--name", "test", "--scope", scope, "--db",
-            ])
+            .args(["token", "create", "--name", &name, "--scope", scope, "--db"])
             .arg(self.db())
             .output()
             .expect("token create");
