@@ -817,6 +817,9 @@
             el('span', {class: 'check-verdict', text: c.passed ? 'pass' : 'fail'})),
           el('div', {class: 'check-detail', text: c.detail || ''}))))),
       report.secret ? el('div', {class: 'small'}, el('span', {class: 'muted', text: 'Signed with '}), el('code', {class: 'secret', text: report.secret})) : null,
+      report.signing_secret && report.signing_secret !== report.secret ? el('div', {class: 'small'},
+        el('span', {class: 'muted', text: 'For Standard Webhooks libraries (standardwebhooks, svix): '}),
+        el('code', {class: 'secret', 'data-name': 'signing_secret', text: report.signing_secret})) : null,
       report.response_body ? el('details', {class: 'response-details'},
         el('summary', {text: 'Response body'}), el('pre', {class: 'response', text: report.response_body})) : null));
   }

@@ -184,7 +184,8 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             "error_kind": outcome.error.map(|k| k.as_str()),
             "response_time_ms": elapsed.as_millis() as u64,
             "response_body": String::from_utf8_lossy(&outcome.body),
-            "secret": secret,
+            "secret": &secret,
+            "signing_secret": sign::signing_secret(&secret),
             "checks": checks.iter().map(Check::to_json).collect::<Vec<_>>(),
         }),
     ))

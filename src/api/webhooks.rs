@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::body::{Fields, Page};
 use super::{ApiError, Ctx, Reply};
 use crate::clock;
-use crate::delivery::target;
+use crate::delivery::{sign, target};
 use crate::ids::{self, Kind};
 use crate::store::webhooks::{self, Patch, Webhook};
 use crate::validation::FieldError;
@@ -17,7 +17,11 @@ const MIN_SECRET: usize = 8;
 const ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=100;
 const RATE: std::ops::RangeInclusive<u32> = 1..=10_000;
 
-/// The webhook as the API shows it; the secret only when asked.
+/// The webhook as the API shows it; the secret only when asked, and then
+/// with its `signing_secret`: the `whsec_` form that the Standard Webhooks
+/// libraries decode to the same key (they base64-decode every secret, so a
+/// raw one such as `your-secret-key` fails there or, worse, gives them
+/// another key).
 pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
     let mut value = json!({
         "id": w.id,
@@ -34,6 +38,7 @@ pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
     });
     if with_secret {
         value["secret"] = json!(w.secret);
+        value["signing_secret"] = json!(sign::signing_secret(&w.secret));
     }
     value
 }
@@ -273,7 +278,8 @@ pub fn rotate_secret(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &to_json(&found(id, webhook)?, true)))
 }
 
-/// `GET /api/v1/webhooks/{id}/secret` (admin only): the current secret.
+/// `GET /api/v1/webhooks/{id}/secret` (admin only): the current secret,
+/// with its `signing_secret` (see [`to_json`]).
 pub fn secret(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     if !Kind::Webhook.matches(id) {
         return Err(ApiError::not_found(&format!("webhook {id}")));
@@ -283,6 +289,7 @@ pub fn secret(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         200,
         &json!({
             "secret": webhook.secret,
+            "signing_secret": sign::signing_secret(&webhook.secret),
             "previous_secret_expires_at": previous_secret_expiry(&webhook),
         }),
     ))

@@ -5,6 +5,11 @@
 //! secret. A `whsec_` secret's key is the base64 decoding of what follows
 //! the prefix; any other secret's key is its UTF-8 bytes (the seed's
 //! `"your-secret-key"`).
+//!
+//! The public Standard Webhooks libraries (`standardwebhooks`, `svix`, in
+//! every language) know only the first kind: they base64-decode every secret
+//! string, after stripping an optional `whsec_`. [`signing_secret`] is the
+//! form of any secret they decode to its key.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -17,6 +22,20 @@ fn key(secret: &str) -> Vec<u8> {
         .strip_prefix("whsec_")
         .and_then(|encoded| STANDARD.decode(encoded).ok())
         .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// The `whsec_` form of `secret` that the Standard Webhooks libraries
+/// decode to its key: `whsec_` + standard base64 of the key bytes, which is
+/// `secret` itself when that is a `whsec_` secret already.
+pub fn signing_secret(secret: &str) -> String {
+    let is_whsec = secret
+        .strip_prefix("whsec_")
+        .is_some_and(|encoded| STANDARD.decode(encoded).is_ok());
+    if is_whsec {
+        secret.to_owned()
+    } else {
+        format!("whsec_{}", STANDARD.encode(key(secret)))
+    }
 }
 
 /// One `v1,<base64>` signature of `body` for `msg_id` at `timestamp`.
@@ -93,6 +112,17 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0], raw);
         assert_ne!(parts[1], raw);
+    }
+
+    #[test]
+    fn the_seed_secret_signs_as_the_base64_of_its_bytes() {
+        // "your-secret-key" in base64, as `base64` on a shell prints it.
+        assert_eq!(
+            signing_secret("your-secret-key"),
+            "whsec_eW91ci1zZWNyZXQta2V5"
+        );
+        let whsec = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        assert_eq!(signing_secret(whsec), whsec);
     }
 
     // Property tests: `verify` against what `header` produced, over random
@@ -231,6 +261,23 @@ mod tests {
             prop_assert_eq!(verify(&secret, &id, timestamp, &body, &changed), None);
             // Cut short by one character it fails too.
             prop_assert_eq!(verify(&secret, &id, timestamp, &body, &signed[..signed.len() - 1]), None);
+        }
+
+        #[test]
+        fn signing_secret_is_a_whsec_secret_of_the_same_key_and_keeps_whsec_secrets_as_they_are(
+            secret in secret(),
+        ) {
+            let signing = signing_secret(&secret);
+            // Decoded as the libraries decode it: strip whsec_, base64.
+            let encoded = signing.strip_prefix("whsec_");
+            prop_assert!(encoded.is_some(), "{signing}");
+            let decoded = STANDARD.decode(encoded.unwrap_or_default());
+            prop_assert_eq!(decoded.ok(), Some(key(&secret)));
+            if secret.strip_prefix("whsec_").is_some_and(|e| STANDARD.decode(e).is_ok()) {
+                prop_assert_eq!(&signing, &secret);
+            }
+            // It signs exactly as the secret it stands for.
+            prop_assert_eq!(signature(&signing, "evt_1", 1, b"{}"), signature(&secret, "evt_1", 1, b"{}"));
         }
 
         #[test]
