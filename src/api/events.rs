@@ -121,14 +121,15 @@ pub(super) fn envelope(id: &str, event_type: &str, timestamp: &str, data: &Value
 
 /// The envelope around `data`, JSON text inserted as it is.
 fn envelope_text(id: &str, event_type: &str, timestamp: &str, data: &[u8]) -> Vec<u8> {
-    let text = |s: &str| Value::from(s).to_string();
     let mut out = Vec::with_capacity(data.len() + 128);
-    out.extend_from_slice(b"{\"id\":");
-    out.extend_from_slice(text(id).as_bytes());
-    out.extend_from_slice(b",\"event\":");
-    out.extend_from_slice(text(event_type).as_bytes());
-    out.extend_from_slice(b",\"timestamp\":");
-    out.extend_from_slice(text(timestamp).as_bytes());
+    let mut member = |name: &[u8], value: &str| {
+        out.extend_from_slice(name);
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, value);
+    };
+    member(b"{\"id\":", id);
+    member(b",\"event\":", event_type);
+    member(b",\"timestamp\":", timestamp);
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(data);
     out.push(b'}');
@@ -176,21 +177,12 @@ fn parse_data(raw: &RawValue) -> Result<Result<Value, Vec<FieldError>>, ApiError
 
 /// How deeply arrays and objects nest in `text` (valid JSON).
 fn depth(text: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in text.as_bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let bytes = text.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0);
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            b'"' => i = string_end(bytes, i - 1),
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -255,33 +247,39 @@ fn unusable(path: String, raw: &RawValue, errors: &mut Vec<FieldError>) {
 }
 
 /// `text` (valid JSON) without the whitespace between its tokens; strings,
-/// numbers and member order untouched.
+/// numbers and member order untouched. Strings are copied whole.
 fn minified(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
-    if !bytes
-        .iter()
-        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
-        return bytes.to_vec();
-    }
     let mut out = Vec::with_capacity(bytes.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in bytes {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                let end = string_end(bytes, i);
+                out.extend_from_slice(bytes.get(i..end).unwrap_or_default());
+                i = end;
             }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            out.push(b);
-            in_string = b == b'"';
+            _ => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
     out
+}
+
+/// The index just past the string that opens at `start` (valid JSON).
+fn string_end(bytes: &[u8], start: usize) -> usize {
+    let mut j = start + 1;
+    while let Some(&b) = bytes.get(j) {
+        match b {
+            b'\\' => j += 2,
+            b'"' => return j + 1,
+            _ => j += 1,
+        }
+    }
+    bytes.len()
 }
 
 /// The form of `data` that decides whether two publishes with one
@@ -625,6 +623,24 @@ mod tests {
             r#"{"a":"é\n","b":[1.50,{"x":1E2,"y":-0}]}"#
         );
         assert_ne!(canon("[1.0]"), canon("[1.00]"));
+    }
+
+    #[test]
+    fn the_envelope_is_the_seed_shape_with_data_inserted_as_given() {
+        let data = r#"{"n":123456789012345678901234567890,"b":1,"a":"\u00e9"}"#;
+        let bytes = envelope_text(
+            "evt_1",
+            "item.sold",
+            "2025-01-21T22:20:56\"Z",
+            data.as_bytes(),
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"id":"evt_1","event":"item.sold","timestamp":"2025-01-21T22:20:56\"Z","data":{data}}}"#
+            )
+        );
     }
 
     #[test]
