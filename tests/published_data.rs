@@ -259,12 +259,18 @@ fn malformed_or_too_deeply_nested_data_is_still_a_400() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
+    let deep_elsewhere = format!(
+        r#"{{"event":"item.sold","data":{{{SOLD}}},"x":{}{}}}"#,
+        "[".repeat(1000),
+        "]".repeat(1000)
+    );
     for body in [
         r#"{"event":"item.sold","data":{"a":01}}"#,
         r#"{"event":"item.sold","data":{"a":1,}}"#,
         r#"{"event":"item.sold","data":{"a":"x"#,
         r#"{"event":"item.sold","data":{"a":NaN}}"#,
         &deep,
+        &deep_elsewhere,
     ] {
         publish_raw(&server, body).error(400, "malformed_json");
     }

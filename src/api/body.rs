@@ -85,6 +85,15 @@ impl Fields {
                 Ok(value) => {
                     map.insert(name, value);
                 }
+                // The scan that found `text` has no depth limit.
+                Err(_) if depth(text.get()) > MAX_DEPTH => {
+                    return Err(ApiError::bad_request(
+                        "malformed_json",
+                        format!(
+                            "the body is not valid JSON: \"{name}\" nests deeper than {MAX_DEPTH} levels"
+                        ),
+                    ));
+                }
                 Err(e) => errors.push(FieldError::new(
                     name,
                     "invalid",
@@ -252,6 +261,41 @@ pub fn without_position(e: &serde_json::Error) -> String {
         Some((message, _)) => message.to_owned(),
         None => text,
     }
+}
+
+/// serde_json's nesting limit for parsed values (its recursion limit).
+pub const MAX_DEPTH: usize = 128;
+
+/// How deeply arrays and objects nest in `text` (valid JSON).
+pub fn depth(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0);
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b'"' => i = string_end(bytes, i - 1),
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The index just past the string that opens at `start` (valid JSON).
+pub fn string_end(bytes: &[u8], start: usize) -> usize {
+    let mut j = start + 1;
+    while let Some(&b) = bytes.get(j) {
+        match b {
+            b'\\' => j += 2,
+            b'"' => return j + 1,
+            _ => j += 1,
+        }
+    }
+    bytes.len()
 }
 
 /// A body's top level: an object's members, each as the text sent, or

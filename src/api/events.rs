@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::body::{Fields, Page, without_position};
+use super::body::{Fields, MAX_DEPTH, Page, depth, string_end, without_position};
 use super::{ApiError, Ctx, Reply};
 use crate::catalog::{self, MAX_SCHEMA_BYTES};
 use crate::clock;
@@ -142,9 +142,6 @@ fn envelope_text(id: &str, event_type: &str, timestamp: &str, data: &[u8]) -> Ve
 /// The most unusable values reported for one event.
 const MAX_DATA_ERRORS: usize = 50;
 
-/// serde_json's nesting limit for parsed values (its recursion limit).
-const MAX_DEPTH: usize = 128;
-
 /// `data` parsed for validation, or the values in it that cannot be held
 /// in memory to validate (a number beyond the range of a 64-bit float, such
 /// as `1e400`; a string with an unpaired surrogate escape): the text is
@@ -173,25 +170,6 @@ fn parse_data(raw: &RawValue) -> Result<Result<Value, Vec<FieldError>>, ApiError
         ));
     }
     Ok(Err(errors))
-}
-
-/// How deeply arrays and objects nest in `text` (valid JSON).
-fn depth(text: &str) -> usize {
-    let bytes = text.as_bytes();
-    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0);
-    while let Some(&b) = bytes.get(i) {
-        i += 1;
-        match b {
-            b'"' => i = string_end(bytes, i - 1),
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 /// Records every value under `path` that cannot be parsed, descending only
@@ -267,19 +245,6 @@ fn minified(text: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// The index just past the string that opens at `start` (valid JSON).
-fn string_end(bytes: &[u8], start: usize) -> usize {
-    let mut j = start + 1;
-    while let Some(&b) = bytes.get(j) {
-        match b {
-            b'\\' => j += 2,
-            b'"' => return j + 1,
-            _ => j += 1,
-        }
-    }
-    bytes.len()
 }
 
 /// The form of `data` that decides whether two publishes with one
