@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use jsonschema::error::ValidationErrorKind;
+use jsonschema::JsonType;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::paths::LocationSegment;
 use serde_json::{Value, json};
 
@@ -18,6 +19,41 @@ use crate::validation::{FieldError, type_name};
 
 /// Prices are decimal strings, never floats: `"12.50"`.
 const DECIMAL_PATTERN: &str = r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,4})?$";
+
+/// What a decimal, an RFC 3339 time, a UUID and an email address look like,
+/// for the messages of values of the wrong type or form.
+const DECIMAL_FORM: &str = "a decimal string such as \"10.00\"";
+const DATE_TIME_FORM: &str = "an RFC 3339 date-time such as \"2025-01-21T22:20:56Z\"";
+const UUID_FORM: &str = "a UUID such as \"7d6f1c2e-8a4b-4c3d-9e5f-0a1b2c3d4e5f\"";
+const EMAIL_FORM: &str = "an email address such as \"name@example.com\"";
+
+/// The form a property schema asks for, when it is one a client is
+/// likely to get wrong (a decimal given as a number, a date without `T`).
+fn expected_form(schema: &Value) -> Option<&'static str> {
+    if schema.get("pattern").and_then(Value::as_str) == Some(DECIMAL_PATTERN) {
+        return Some(DECIMAL_FORM);
+    }
+    match schema.get("format").and_then(Value::as_str)? {
+        "date-time" => Some(DATE_TIME_FORM),
+        "uuid" => Some(UUID_FORM),
+        "email" => Some(EMAIL_FORM),
+        _ => None,
+    }
+}
+
+/// "a string", "an object", "null", ... for a JSON Schema type.
+fn a(t: JsonType) -> String {
+    let name = t.to_string();
+    if t == JsonType::Null {
+        return name;
+    }
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
+}
 
 /// The most field errors reported for one event.
 const MAX_FIELD_ERRORS: usize = 50;
@@ -65,6 +101,15 @@ impl EventType {
                         LocationSegment::Index(i) => field.push_str(&format!("[{i}]")),
                     }
                 }
+                // The schema of the failing value (the keyword's parent),
+                // to say what form is expected.
+                let expected = error
+                    .schema_path()
+                    .as_str()
+                    .rsplit_once('/')
+                    .and_then(|(parent, _)| self.schema.pointer(parent))
+                    .and_then(expected_form);
+                let got = type_name(error.instance());
                 match error.kind() {
                     ValidationErrorKind::Required { property } => {
                         let name = property
@@ -72,21 +117,32 @@ impl EventType {
                             .map_or_else(|| property.to_string(), str::to_owned);
                         FieldError::new(format!("{field}.{name}"), "required", "is required")
                     }
-                    ValidationErrorKind::Type { .. } => {
-                        FieldError::new(field, "type", error.to_string())
+                    ValidationErrorKind::Type { kind } => {
+                        let message = match (expected, kind) {
+                            (Some(form), TypeKind::Multiple(ts)) if ts.contains(JsonType::Null) => {
+                                format!("must be {form} or null, got {got}")
+                            }
+                            (Some(form), _) => format!("must be {form}, got {got}"),
+                            (None, TypeKind::Single(t)) => format!("must be {}, got {got}", a(*t)),
+                            (None, TypeKind::Multiple(ts)) => {
+                                let names: Vec<String> = ts.into_iter().map(a).collect();
+                                format!("must be {}, got {got}", names.join(" or "))
+                            }
+                        };
+                        FieldError::new(field, "type", message)
                     }
                     ValidationErrorKind::Format { format } => {
-                        FieldError::new(field, "format", format!("must be a valid {format}"))
+                        let message = match expected {
+                            Some(form) => format!("must be {form}"),
+                            None => format!("must be a valid {format}"),
+                        };
+                        FieldError::new(field, "format", message)
                     }
                     ValidationErrorKind::Enum { options } => {
                         FieldError::new(field, "enum", format!("must be one of {options}"))
                     }
                     ValidationErrorKind::Pattern { pattern } if pattern == DECIMAL_PATTERN => {
-                        FieldError::new(
-                            field,
-                            "decimal",
-                            "must be a decimal string such as \"12.50\"",
-                        )
+                        FieldError::new(field, "decimal", format!("must be {DECIMAL_FORM}"))
                     }
                     _ => FieldError::new(field, "invalid", error.to_string()),
                 }

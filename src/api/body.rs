@@ -2,8 +2,12 @@
 //!
 //! [`Fields`] walks a JSON object field by field, collecting every problem
 //! (wrong type, out of range, unknown field) instead of stopping at the
-//! first, so one 422 names them all.
+//! first, so one 422 names them all. [`Fields::parse_keeping_raw`] keeps
+//! one field as the exact JSON text sent (event `data`, delivered as
+//! published).
 
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -37,6 +41,67 @@ impl Fields {
                 format!("the body must be a JSON object, not {}", type_name(&other)),
             )),
         }
+    }
+
+    /// Parses a body that must be a JSON object, keeping the field `raw` as
+    /// the exact text sent (borrowed from `body`, without the whitespace
+    /// around it): `None` when absent. The other fields are parsed as
+    /// [`Fields::parse`] would. The body is scanned once; only the other
+    /// fields (small ones) are parsed a second time, from their own text.
+    pub fn parse_keeping_raw<'b>(
+        body: &'b [u8],
+        raw: &str,
+    ) -> Result<(Fields, Option<&'b RawValue>), ApiError> {
+        if body.is_empty() {
+            return Err(ApiError::bad_request(
+                "empty_body",
+                "the request needs a JSON object body",
+            ));
+        }
+        let top: TopLevel<'b> = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        let members = match top {
+            TopLevel::Object(members) => members,
+            TopLevel::Other(kind) => {
+                return Err(ApiError::bad_request(
+                    "malformed_json",
+                    format!("the body must be a JSON object, not {kind}"),
+                ));
+            }
+        };
+        let mut map = Map::new();
+        let mut errors = Vec::new();
+        let mut kept = None;
+        // A repeated name: the last one counts, as in `Fields::parse`.
+        for (name, text) in members {
+            if name == raw {
+                kept = Some(text);
+                continue;
+            }
+            // Valid JSON that serde_json cannot hold (`1e400`, a lone
+            // surrogate escape): that field is wrong, not the body.
+            match serde_json::from_str::<Value>(text.get()) {
+                Ok(value) => {
+                    map.insert(name, value);
+                }
+                // The scan that found `text` has no depth limit.
+                Err(_) if depth(text.get()) > MAX_DEPTH => {
+                    return Err(ApiError::bad_request(
+                        "malformed_json",
+                        format!(
+                            "the body is not valid JSON: \"{name}\" nests deeper than {MAX_DEPTH} levels"
+                        ),
+                    ));
+                }
+                Err(e) => errors.push(FieldError::new(
+                    name,
+                    "invalid",
+                    format!("is not usable JSON: {}", without_position(&e)),
+                )),
+            }
+        }
+        Ok((Fields { map, errors }, kept))
     }
 
     /// The raw value of a field: `None` when absent, `Some(Null)` when null.
@@ -185,6 +250,111 @@ impl Fields {
         } else {
             Err(ApiError::invalid(self.errors))
         }
+    }
+}
+
+/// A serde_json error's message without its line and column, which count
+/// from the start of a fragment rather than of the body.
+pub fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(" at line ") {
+        Some((message, _)) => message.to_owned(),
+        None => text,
+    }
+}
+
+/// serde_json's nesting limit for parsed values (its recursion limit).
+pub const MAX_DEPTH: usize = 128;
+
+/// How deeply arrays and objects nest in `text` (valid JSON).
+pub fn depth(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0);
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b'"' => i = string_end(bytes, i - 1),
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The index just past the string that opens at `start` (valid JSON).
+pub fn string_end(bytes: &[u8], start: usize) -> usize {
+    let mut j = start + 1;
+    while let Some(&b) = bytes.get(j) {
+        match b {
+            b'\\' => j += 2,
+            b'"' => return j + 1,
+            _ => j += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// A body's top level: an object's members, each as the text sent, or
+/// the JSON type of anything else.
+enum TopLevel<'b> {
+    Object(Vec<(String, &'b RawValue)>),
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+        while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+            members.push(member);
+        }
+        Ok(TopLevel::Object(members))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(TopLevel::Other("array"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(TopLevel::Other("boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(TopLevel::Other("number"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(TopLevel::Other("number"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(TopLevel::Other("number"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(TopLevel::Other("string"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(TopLevel::Other("null"))
     }
 }
 

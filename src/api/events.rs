@@ -1,9 +1,19 @@
 //! `/api/v1/events` (publish, list, get) and `/api/v1/event-types`.
+//!
+//! Event `data` is delivered as published: the exact JSON text of the
+//! request's `data` (numbers digit for digit, members in the order sent,
+//! string escapes as written), only with the whitespace between tokens
+//! removed. A parsed copy is what the schema validates; the text is what
+//! goes into the envelope, the stored payload, and the event listings.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::body::{Fields, Page};
+use super::body::{Fields, MAX_DEPTH, Page, depth, string_end, without_position};
 use super::{ApiError, Ctx, Reply};
 use crate::catalog::{self, MAX_SCHEMA_BYTES};
 use crate::clock;
@@ -19,15 +29,55 @@ pub(super) fn summary(e: &Event) -> Value {
     json!({"id": e.id, "event": e.event_type, "timestamp": e.timestamp, "deliveries": e.deliveries})
 }
 
-/// The event as listed: the envelope receivers get, plus bookkeeping.
-fn to_json(e: &Event) -> Value {
-    let mut value: Value = serde_json::from_slice(&e.payload).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        map.insert("created_at".into(), json!(clock::rfc3339(e.created_at)));
-        map.insert("deliveries".into(), json!(e.deliveries));
-        map.insert("idempotency_key".into(), json!(e.idempotency_key));
+/// The event as listed: the envelope receivers get (its `data` as the
+/// stored text, never re-serialised), plus bookkeeping.
+#[derive(Serialize)]
+struct Listed<'a> {
+    id: &'a str,
+    event: &'a str,
+    timestamp: &'a str,
+    data: Option<&'a RawValue>,
+    created_at: String,
+    /// The count in a list, the deliveries themselves for one event.
+    deliveries: Value,
+    idempotency_key: Option<&'a str>,
+}
+
+/// The part of a stored payload a listing needs.
+#[derive(Deserialize)]
+struct StoredPayload<'a> {
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+fn listed(e: &Event, deliveries: Value) -> Listed<'_> {
+    // Every payload is an envelope written by `envelope_text`.
+    let data = serde_json::from_slice::<StoredPayload<'_>>(&e.payload)
+        .ok()
+        .and_then(|p| p.data);
+    Listed {
+        id: &e.id,
+        event: &e.event_type,
+        timestamp: &e.timestamp,
+        data,
+        created_at: clock::rfc3339(e.created_at),
+        deliveries,
+        idempotency_key: e.idempotency_key.as_deref(),
     }
-    value
+}
+
+/// A 200 JSON reply of a serialisable value.
+fn reply(value: &impl Serialize) -> Result<Reply, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| {
+        log::error!("serialising an event listing: {e}");
+        ApiError::internal()
+    })?;
+    Ok(Reply {
+        status: 200,
+        body,
+        content_type: "application/json",
+        headers: Vec::new(),
+    })
 }
 
 pub fn delivery_json(d: &Delivery) -> Value {
@@ -45,7 +95,6 @@ pub fn delivery_json(d: &Delivery) -> Value {
     })
 }
 
-/// The exact bytes every receiver gets, in the seed's field order.
 /// The catalog's event type `name`, or an `event` field error.
 pub(super) fn known_type(
     ctx: &Ctx<'_>,
@@ -64,16 +113,182 @@ pub(super) fn known_type(
     found
 }
 
+/// The exact bytes every receiver gets, in the seed's field order, for
+/// `data` held as a value (the tester's and hookbox's own events).
 pub(super) fn envelope(id: &str, event_type: &str, timestamp: &str, data: &Value) -> Vec<u8> {
-    let text = |s: &str| Value::from(s).to_string();
-    format!(
-        "{{\"id\":{},\"event\":{},\"timestamp\":{},\"data\":{}}}",
-        text(id),
-        text(event_type),
-        text(timestamp),
-        data
-    )
-    .into_bytes()
+    envelope_text(id, event_type, timestamp, data.to_string().as_bytes())
+}
+
+/// The envelope around `data`, JSON text inserted as it is.
+fn envelope_text(id: &str, event_type: &str, timestamp: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 128);
+    let mut member = |name: &[u8], value: &str| {
+        out.extend_from_slice(name);
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, value);
+    };
+    member(b"{\"id\":", id);
+    member(b",\"event\":", event_type);
+    member(b",\"timestamp\":", timestamp);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data);
+    out.push(b'}');
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Data as published
+
+/// The most unusable values reported for one event.
+const MAX_DATA_ERRORS: usize = 50;
+
+/// `data` parsed for validation, or the values in it that cannot be held
+/// in memory to validate (a number beyond the range of a 64-bit float, such
+/// as `1e400`; a string with an unpaired surrogate escape): the text is
+/// valid JSON, but hookbox could not check it against the schema. Data
+/// nested deeper than serde_json parses is malformed, as it always was.
+fn parse_data(raw: &RawValue) -> Result<Result<Value, Vec<FieldError>>, ApiError> {
+    let e = match serde_json::from_str(raw.get()) {
+        Ok(data) => return Ok(Ok(data)),
+        Err(e) => e,
+    };
+    // The scan that found `raw` has no depth limit: measure it, once,
+    // before descending into it.
+    if depth(raw.get()) > MAX_DEPTH {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON: data nests deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    let mut errors = Vec::new();
+    unusable(String::from("data"), raw, &mut errors);
+    if errors.is_empty() {
+        errors.push(FieldError::new(
+            "data",
+            "invalid",
+            format!("is not usable JSON: {}", without_position(&e)),
+        ));
+    }
+    Ok(Err(errors))
+}
+
+/// Records every value under `path` that cannot be parsed, descending only
+/// into the members that fail (this runs only for data that failed, and
+/// nested at most `MAX_DEPTH` deep).
+fn unusable(path: String, raw: &RawValue, errors: &mut Vec<FieldError>) {
+    if errors.len() >= MAX_DATA_ERRORS {
+        return;
+    }
+    let text = raw.get();
+    let members: Result<Vec<(String, &RawValue)>, serde_json::Error> = match text.as_bytes().first()
+    {
+        Some(b'{') => serde_json::from_str::<BTreeMap<String, &RawValue>>(text).map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (format!("{path}.{k}"), v))
+                .collect()
+        }),
+        Some(b'[') => serde_json::from_str::<Vec<&RawValue>>(text).map(|items| {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{path}[{i}]"), v))
+                .collect()
+        }),
+        _ => match serde_json::from_str::<Value>(text) {
+            Ok(_) => Ok(Vec::new()),
+            Err(_) if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+                errors.push(FieldError::new(
+                    path,
+                    "out_of_range",
+                    "is a number beyond the range of a 64-bit float (about 1.8e308), \
+                         which cannot be validated; send it as a string",
+                ));
+                return;
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match members {
+        Ok(members) => {
+            for (path, value) in members {
+                if serde_json::from_str::<Value>(value.get()).is_err() {
+                    unusable(path, value, errors);
+                }
+            }
+        }
+        Err(e) => errors.push(FieldError::new(
+            path,
+            "invalid",
+            format!("is not usable JSON: {}", without_position(&e)),
+        )),
+    }
+}
+
+/// `text` (valid JSON) without the whitespace between its tokens; strings,
+/// numbers and member order untouched. Strings are copied whole.
+fn minified(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                let end = string_end(bytes, i);
+                out.extend_from_slice(bytes.get(i..end).unwrap_or_default());
+                i = end;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The form of `data` that decides whether two publishes with one
+/// idempotency key are the same request: object members sorted by key
+/// (a repeated key: the last counts), strings unescaped and written as
+/// serde_json writes them, numbers, `true`, `false` and `null` as written,
+/// no whitespace. So two bodies that differ only in member order, spacing
+/// or string escapes are the same request, and `1.0` and `1.00` are not
+/// (receivers would get different digits).
+fn canonical(text: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let members: BTreeMap<String, &RawValue> = serde_json::from_str(text)?;
+            out.push(b'{');
+            for (i, (key, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.push(b':');
+                canonical(value.get(), out)?;
+            }
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)?;
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(item.get(), out)?;
+            }
+            out.push(b']');
+        }
+        Some(b'"') if text.contains('\\') => {
+            let unescaped: String = serde_json::from_str(text)?;
+            serde_json::to_writer(&mut *out, &unescaped)?;
+        }
+        // Strings without escapes are already in serde_json's form; numbers
+        // and literals count as written.
+        _ => out.extend_from_slice(text.as_bytes()),
+    }
+    Ok(())
 }
 
 fn check_idempotency_key(key: &str) -> Result<(), String> {
@@ -87,9 +302,8 @@ fn check_idempotency_key(key: &str) -> Result<(), String> {
 }
 
 pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let mut fields = Fields::parse(&ctx.body)?;
+    let (mut fields, raw_data) = Fields::parse_keeping_raw(&ctx.body, "data")?;
     let name = fields.required_string("event", 100);
-    let data = fields.take("data");
     let body_key = fields.string("idempotency_key", 10_000);
     let timestamp = fields.string("timestamp", 100);
     let mut errors = Vec::new();
@@ -122,8 +336,18 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         }
         !own
     });
+    let data = match raw_data.map(parse_data).transpose()? {
+        None => {
+            errors.push(FieldError::new("data", "required", "is required"));
+            None
+        }
+        Some(Err(unusable)) => {
+            errors.extend(unusable);
+            None
+        }
+        Some(Ok(data)) => Some(data),
+    };
     match (&data, &event_type) {
-        (None, _) => errors.push(FieldError::new("data", "required", "is required")),
         (Some(data), Some(t)) => errors.extend(t.validate(data)),
         (Some(data), None) if !data.is_object() => errors.push(FieldError::new(
             "data",
@@ -133,19 +357,25 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
                 crate::validation::type_name(data)
             ),
         )),
-        (Some(_), None) => {}
+        _ => {}
     }
     fields.finish(errors)?;
-    let (Some(event_type), Some(data)) = (event_type, data) else {
+    let (Some(event_type), Some(raw_data)) = (event_type, raw_data) else {
         return Err(ApiError::internal());
     };
 
     // The fingerprint of what was asked, to tell a retry from a different
-    // request that reuses its idempotency key.
+    // request that reuses its idempotency key (see `canonical`).
+    let mut canonical_data = Vec::with_capacity(raw_data.get().len());
+    canonical(raw_data.get(), &mut canonical_data).map_err(|e| {
+        // `raw_data` parsed above: this cannot fail.
+        log::error!("canonical form of parsed event data: {e}");
+        ApiError::internal()
+    })?;
     let mut hasher = Sha256::new();
     hasher.update(event_type.name.as_bytes());
     hasher.update([0]);
-    hasher.update(data.to_string().as_bytes());
+    hasher.update(&canonical_data);
     hasher.update([0]);
     hasher.update(timestamp.as_deref().unwrap_or("").as_bytes());
     let request_hash = hasher.finalize().to_vec();
@@ -154,7 +384,7 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let now = clock::now_ms();
     let timestamp = timestamp.unwrap_or_else(|| clock::rfc3339(now));
     let event = Event {
-        payload: envelope(&id, &event_type.name, &timestamp, &data),
+        payload: envelope_text(&id, &event_type.name, &timestamp, &minified(raw_data.get())),
         id,
         event_type: event_type.name.clone(),
         timestamp,
@@ -212,7 +442,25 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let rows = ctx.state.reads.with(|conn| {
         store::list_events(conn, &filter, since, page.cursor.as_deref(), page.limit + 1)
     })?;
-    Ok(Reply::json(200, &page.body(rows, |e| &e.id, to_json)))
+    let more = rows.len() > page.limit;
+    let rows = &rows[..rows.len().min(page.limit)];
+    let next_cursor = if more {
+        rows.last().map(|e| e.id.as_str())
+    } else {
+        None
+    };
+    #[derive(Serialize)]
+    struct List<'a> {
+        data: Vec<Listed<'a>>,
+        next_cursor: Option<&'a str>,
+    }
+    reply(&List {
+        data: rows
+            .iter()
+            .map(|e| listed(e, json!(e.deliveries)))
+            .collect(),
+        next_cursor,
+    })
 }
 
 pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
@@ -227,9 +475,8 @@ pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         Ok((Some(event), store::deliveries_of_event(conn, id)?))
     })?;
     let event = event.ok_or_else(not_found)?;
-    let mut value = to_json(&event);
-    value["deliveries"] = deliveries.iter().map(delivery_json).collect();
-    Ok(Reply::json(200, &value))
+    let deliveries = deliveries.iter().map(delivery_json).collect();
+    reply(&listed(&event, deliveries))
 }
 
 pub fn list_types(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
@@ -312,4 +559,91 @@ pub fn create_type(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let value = compiled.to_json();
     ctx.state.catalog.insert(compiled);
     Ok(Reply::json(201, &value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn canon(text: &str) -> String {
+        let mut out = Vec::new();
+        canonical(text, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn minified_drops_whitespace_between_tokens_and_keeps_strings_and_numbers() {
+        let text = "{ \"a b\" :\t[ 1.50 ,\r\n-0, \"x \\\" y\\\\\" ] ,\"n\" : 1e400 }";
+        assert_eq!(
+            String::from_utf8(minified(text)).unwrap(),
+            r#"{"a b":[1.50,-0,"x \" y\\"],"n":1e400}"#
+        );
+    }
+
+    #[test]
+    fn canonical_sorts_members_unescapes_strings_and_keeps_numbers_as_written() {
+        assert_eq!(
+            canon(r#"{ "b" : [1.50, {"y":-0,"x":1E2}], "a" : "\u0041\/", "a": "\u00e9\n" }"#),
+            r#"{"a":"é\n","b":[1.50,{"x":1E2,"y":-0}]}"#
+        );
+        assert_ne!(canon("[1.0]"), canon("[1.00]"));
+    }
+
+    #[test]
+    fn the_envelope_is_the_seed_shape_with_data_inserted_as_given() {
+        let data = r#"{"n":123456789012345678901234567890,"b":1,"a":"\u00e9"}"#;
+        let bytes = envelope_text(
+            "evt_1",
+            "item.sold",
+            "2025-01-21T22:20:56\"Z",
+            data.as_bytes(),
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"id":"evt_1","event":"item.sold","timestamp":"2025-01-21T22:20:56\"Z","data":{data}}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn depth_counts_nesting_outside_strings() {
+        assert_eq!(depth(r#"{"a":[[{}]],"s":"[[[[{{"}"#), 4);
+        assert_eq!(depth("1"), 0);
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn minifying_serde_jsons_pretty_output_gives_its_compact_output(value in any_json()) {
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            prop_assert_eq!(String::from_utf8(minified(&pretty)).unwrap(), value.to_string());
+        }
+
+        #[test]
+        fn the_canonical_form_of_serde_json_output_is_its_compact_sorted_output(value in any_json()) {
+            // serde_json's Value keeps members sorted and writes numbers
+            // and strings in the canonical way already.
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            prop_assert_eq!(canon(&pretty), value.to_string());
+        }
+    }
 }
