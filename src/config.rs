@@ -262,6 +262,15 @@ pub struct ServeArgs {
     /// request had begun.
     #[arg(long, env = "HOOKBOX_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// How soon a new connection must send its first byte (of its first
+    /// request, or of its TLS handshake); a silent one is closed then,
+    /// without an answer. At most --request-timeout.
+    #[arg(long, env = "HOOKBOX_FIRST_BYTE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub first_byte_timeout: Duration,
+    /// Connections open at once from one client address (IPv6: one /64);
+    /// more are closed as they arrive. A --trust-proxy address is exempt.
+    #[arg(long, env = "HOOKBOX_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_connections_per_client: u32,
     /// Serve the API over HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "HOOKBOX_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

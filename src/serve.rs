@@ -104,24 +104,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         log::warn!("delivery is paused (--pause-delivery): events are stored, nothing is sent");
     }
 
-    if args.request_timeout.is_zero() {
-        return Err(anyhow!("--request-timeout must be longer than 0"));
-    }
-    let max_body = usize::try_from(args.max_body_size).unwrap_or(usize::MAX);
-    let limits = tiny_http::ConnectionLimits {
-        // Every body the API accepts is read on its connection's thread, so
-        // a client stalled mid-body never holds an API thread...
-        preread_body_bytes: max_body,
-        // ...but only for a peer the API could accept, and only so many
-        // bytes at once across all connections (api::PREREAD_BUDGET).
-        preread_allowed: api::preread_filter(&args.api_allow, &args.trust_proxy),
-        preread_budget: Some(api::preread_budget(max_body)),
-        timeout: Some(api::SOCKET_TIMEOUT),
-        // A client sending a byte now and then would hold its connection's
-        // thread for ever under `timeout` alone, which bounds each read.
-        request_timeout: Some(args.request_timeout),
-        max_connections: api::MAX_CONNECTIONS,
-    };
+    let limits = api::connection_limits(&args)?;
     let (server, scheme) = match tls {
         Some(tls) => {
             let server = tiny_http::Server::https_with_limits(args.listen, tls, limits)

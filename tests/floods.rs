@@ -285,7 +285,17 @@ fn real_requests(
 #[test]
 fn idle_and_trickling_connections_neither_starve_real_requests_nor_outlive_their_clients() {
     // A request timeout longer than the test, so that the flood stays.
-    let server = Server::start_with(&["--request-timeout", "60s"]);
+    // 205 connections from 127.0.0.1, idle ones among them: lift the
+    // per-client cap and the first-byte deadline (tests/exhaustion.rs
+    // covers both), so that this flood stays for the request deadline.
+    let server = Server::start_with(&[
+        "--request-timeout",
+        "60s",
+        "--first-byte-timeout",
+        "60s",
+        "--max-connections-per-client",
+        "1024",
+    ]);
     let within = Duration::from_secs(2);
     // Warm up (read connections are opened on demand), then count.
     let failures = real_requests(server.addr, &server.token, 10, 5, within);
@@ -450,10 +460,21 @@ fn large_publish(server: &Server) -> util::Response {
 
 #[test]
 fn bodies_from_peers_outside_api_allow_are_never_read_so_300_held_ones_cost_no_memory() {
-    // Our 127.0.0.1 is outside the allowlist. A request timeout longer than
-    // the test, so that a body being read ahead stays held.
-    let server = Server::start_with(&["--api-allow", "10.9.9.9/32", "--request-timeout", "60s"]);
-    assert_eq!(server.get("/healthz").status, 200);
+    // Our 127.0.0.1 is outside the API's allowlist, but may read /metrics,
+    // so its connections are admitted at accept (tests/exhaustion.rs covers
+    // peers no allowlist admits) and reach the pipeline. A request timeout
+    // longer than the test, so that a body being read ahead stays held.
+    let server = Server::start_with(&[
+        "--api-allow",
+        "10.9.9.9/32",
+        "--metrics-allow",
+        "127.0.0.1",
+        "--request-timeout",
+        "60s",
+        "--max-connections-per-client",
+        "1024",
+    ]);
+    assert_eq!(server.get("/metrics").status, 200);
     let (before, _) = memory(&server);
 
     // Each client sends the head and all of the body but its last byte,
@@ -514,7 +535,7 @@ fn bodies_from_peers_outside_api_allow_are_never_read_so_300_held_ones_cost_no_m
         server.log()
     );
     drop(outcomes);
-    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.get("/metrics").status, 200);
 }
 
 #[test]

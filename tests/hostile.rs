@@ -380,10 +380,12 @@ fn framing_rows(server: &Server, path: &str, good: &[u8]) -> Vec<Row> {
             Expect::CloseOr4xx,
         ),
         row(
+            // A control character in the request line is malformed (RFC
+            // 9112 section 3), like one in a header line.
             "a NUL byte in the path",
             json_request(server, &nul_path, good),
             End::Open,
-            Expect::Error(404, "not_found"),
+            Expect::Error(400, "malformed_request"),
         ),
     ]
 }

@@ -293,8 +293,13 @@ fn api_allow_admits_listed_ipv4_networks_only() {
     closed
         .send("GET", WEBHOOKS, &[], None, None)
         .error(403, "ip_not_allowed");
-    // /healthz is not the API.
-    assert_eq!(closed.send("GET", "/healthz", &[], None, None).status, 200);
+    // --api-allow governs /healthz and the dashboard too.
+    closed
+        .send("GET", "/healthz", &[], None, None)
+        .error(403, "ip_not_allowed");
+    closed
+        .send("GET", "/", &[], None, None)
+        .error(403, "ip_not_allowed");
 }
 
 #[test]

@@ -6,8 +6,18 @@
 //! write's group commit, so these threads, not CPU, bound how many requests
 //! can share one commit: `--http-threads`.
 //!
-//! The pipeline, in order: the client address (behind `--trust-proxy`),
-//! the `--api-allow` allowlist (403), authentication (401), the token's own
+//! Before any of that, at accept ([`connection_limits`]): a peer that no
+//! allowlist could admit is closed at once with a canned 403; one address
+//! may hold at most `--max-connections-per-client` connections; a new
+//! connection must send its first byte within `--first-byte-timeout`.
+//! Those refusals, and failed accepts, are logged rate-limited
+//! ([`crate::logging::Limited`]); the summaries are flushed at [`drain`].
+//!
+//! The pipeline, in order: `/metrics` (its own `--metrics-allow`), the
+//! client address (behind `--trust-proxy`), the `--api-allow` allowlist
+//! (403, for every path: the API, `/healthz`, the dashboard, the OpenAPI
+//! document), repeated `Authorization`, `Content-Type` or
+//! `Idempotency-Key` headers (400), authentication (401), the token's own
 //! allowlist (403), the token's rate limit (429), routing (404, 405), scope
 //! (403), body size and type (413, 415), then the handler. A body tiny_http
 //! left unread — from a peer outside `--api-allow` ([`preread_filter`]), or
@@ -34,7 +44,7 @@ use std::io::{Cursor, Read};
 use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,7 +55,8 @@ pub use client::RateLimiter;
 pub use error::ApiError;
 
 use crate::catalog::Catalog;
-use crate::config::Cidr;
+use crate::config::{Cidr, ServeArgs};
+use crate::logging::Limited;
 use crate::store::ReadPool;
 use crate::store::audit::Actor;
 use crate::store::writer::WriterHandle;
@@ -77,6 +88,155 @@ pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections open at once; each holds a thread of tiny_http's pool.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Refused connections and failed accepts are logged at most once per this
+/// interval per kind, with a count of those left out.
+const EDGE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+static NOT_ADMITTED: Limited = Limited::new(
+    "connections refused at accept from addresses no allowlist admits",
+    EDGE_LOG_EVERY,
+);
+static PEER_FULL: Limited = Limited::new(
+    "connections refused at accept over --max-connections-per-client",
+    EDGE_LOG_EVERY,
+);
+static SERVER_FULL: Limited = Limited::new(
+    "connections refused at accept with every connection slot taken",
+    EDGE_LOG_EVERY,
+);
+static ACCEPT_FAILED: Limited = Limited::new("failed accepts", EDGE_LOG_EVERY);
+static BUDGET_SPENT: Limited = Limited::new(
+    "request bodies answered 503 for the spent read-ahead budget",
+    EDGE_LOG_EVERY,
+);
+static RECV_FAILED: Limited = Limited::new("failures taking a request", EDGE_LOG_EVERY);
+
+/// Every rate-limited line of the HTTP edge, for [`flush_edge_logs`].
+static EDGE_LOGS: [&Limited; 6] = [
+    &NOT_ADMITTED,
+    &PEER_FULL,
+    &SERVER_FULL,
+    &ACCEPT_FAILED,
+    &BUDGET_SPENT,
+    &RECV_FAILED,
+];
+
+/// What a peer refused at accept is told (plain HTTP only; over TLS it is
+/// closed without a word), written without waiting before the close: the
+/// 403 the pipeline would have answered, so that a misconfigured client
+/// learns why instead of seeing a reset.
+fn refusal() -> Vec<u8> {
+    let body = ApiError::new(
+        403,
+        "ip_not_allowed",
+        "this client address may not connect (see --api-allow)",
+    )
+    .into_reply()
+    .body;
+    let mut bytes = format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// The limits tiny_http applies to every connection, from the command line.
+pub fn connection_limits(args: &ServeArgs) -> anyhow::Result<tiny_http::ConnectionLimits> {
+    if args.request_timeout.is_zero() {
+        anyhow::bail!("--request-timeout must be longer than 0");
+    }
+    if args.first_byte_timeout.is_zero() {
+        anyhow::bail!("--first-byte-timeout must be longer than 0");
+    }
+    let max_body = usize::try_from(args.max_body_size).unwrap_or(usize::MAX);
+    let trust_proxy = args.trust_proxy.clone();
+    Ok(tiny_http::ConnectionLimits {
+        // Every body the API accepts is read on its connection's thread, so
+        // a client stalled mid-body never holds an API thread...
+        preread_body_bytes: max_body,
+        // ...but only for a peer the API could accept, and only so many
+        // bytes at once across all connections (PREREAD_BUDGET).
+        preread_allowed: preread_filter(&args.api_allow, &args.trust_proxy),
+        preread_budget: Some(preread_budget(max_body)),
+        timeout: Some(SOCKET_TIMEOUT),
+        // A client sending a byte now and then would hold its connection's
+        // thread for ever under `timeout` alone, which bounds each read.
+        request_timeout: Some(args.request_timeout),
+        // A silent new connection is shed long before that.
+        first_byte_timeout: Some(args.first_byte_timeout.min(args.request_timeout)),
+        max_connections: MAX_CONNECTIONS,
+        admit: admit_filter(&args.api_allow, &args.trust_proxy, &args.metrics_allow),
+        refusal: Some(refusal()),
+        max_per_peer: args.max_connections_per_client as usize,
+        // A reverse proxy brings every client on its own few addresses.
+        per_peer_exempt: (!trust_proxy.is_empty()).then(|| {
+            Arc::new(move |peer: IpAddr| trust_proxy.iter().any(|n| n.contains(peer)))
+                as tiny_http::PeerFilter
+        }),
+        on_accept_event: Some(Arc::new(log_accept_event)),
+    })
+}
+
+/// Which peers may connect at all: with `--api-allow` set, those inside it,
+/// `--trust-proxy` addresses (their clients are known only per request,
+/// from `X-Forwarded-For`) and `--metrics-allow` addresses (which may read
+/// `/metrics` and nothing else). `None` when `--api-allow` is empty and
+/// everyone may. Like [`client::may_send_body`], a peer is tried as it is
+/// and canonicalised.
+pub fn admit_filter(
+    api_allow: &[Cidr],
+    trust_proxy: &[Cidr],
+    metrics_allow: &[Cidr],
+) -> Option<tiny_http::PeerFilter> {
+    if api_allow.is_empty() {
+        return None;
+    }
+    let nets: Vec<Cidr> = [api_allow, trust_proxy, metrics_allow].concat();
+    Some(Arc::new(move |peer: IpAddr| {
+        let forms = [peer, peer.to_canonical()];
+        nets.iter()
+            .any(|net| forms.iter().any(|ip| net.contains(*ip)))
+    }))
+}
+
+/// Logs what tiny_http's accept loop refused, rate-limited per kind: under
+/// attack this runs once per connection.
+fn log_accept_event(event: &tiny_http::AcceptEvent<'_>) {
+    use tiny_http::AcceptEvent;
+    match event {
+        AcceptEvent::NotAdmitted(peer) => NOT_ADMITTED.log(
+            log::Level::Warn,
+            format_args!("refused a connection from {peer} at accept: not in --api-allow"),
+        ),
+        AcceptEvent::PeerFull { peer, limit } => PEER_FULL.log(
+            log::Level::Warn,
+            format_args!(
+                "refused a connection from {peer} at accept: it holds {limit} already \
+                 (--max-connections-per-client)"
+            ),
+        ),
+        AcceptEvent::ServerFull { limit } => SERVER_FULL.log(
+            log::Level::Warn,
+            format_args!("refused a connection at accept: {limit} are open"),
+        ),
+        AcceptEvent::AcceptFailed(e) => ACCEPT_FAILED.log(
+            log::Level::Error,
+            format_args!("accepting a connection: {e}"),
+        ),
+    }
+}
+
+/// Writes the summary of every rate-limited edge line left out since it
+/// was last written (at stop).
+pub fn flush_edge_logs() {
+    for limited in EDGE_LOGS {
+        limited.flush(log::Level::Warn);
+    }
+}
 
 /// Bytes of request bodies held in memory at once, across all connections,
 /// before the pipeline has looked at them (tiny_http reads each body on its
@@ -219,7 +379,8 @@ pub fn spawn_threads(
                         match server.recv() {
                             Ok(request) => handle(&state, request),
                             Err(e) if !stopping.load(Ordering::Acquire) => {
-                                log::warn!("taking a request: {e}");
+                                RECV_FAILED
+                                    .log(log::Level::Warn, format_args!("taking a request: {e}"));
                             }
                             Err(_) => {}
                         }
@@ -251,6 +412,7 @@ pub fn drain(server: &Server, state: &State) {
             Ok(None) | Err(_) => {}
         }
     }
+    flush_edge_logs();
 }
 
 fn handle(state: &State, mut request: Request) {
@@ -313,37 +475,13 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
     let method = request.method().clone();
 
     match (path, &method) {
-        ("/healthz", Method::Get | Method::Head) => return Ok(monitoring::health(state)),
-        ("/metrics", Method::Get | Method::Head) => {
-            let client = request.remote_addr().map(|a| a.ip().to_canonical());
-            let nets = &state.limits.metrics_allow;
-            if !nets.is_empty() && !client.is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
-                return Err(ApiError::new(
-                    403,
-                    "ip_not_allowed",
-                    "this client address may not read /metrics (see --metrics-allow)",
-                ));
-            }
-            let open_metrics = header(request, "Accept")
-                .is_some_and(|a| a.contains("application/openmetrics-text"));
-            return Ok(monitoring::metrics(state, open_metrics));
-        }
-        ("/api/v1/openapi.json", Method::Get | Method::Head) => return Ok(openapi()),
-        ("/healthz" | "/metrics" | "/api/v1/openapi.json", _) => {
-            return Err(ApiError::method_not_allowed(&["GET", "HEAD"]));
-        }
+        ("/metrics", Method::Get | Method::Head) => return metrics(state, request),
+        ("/metrics", _) => return Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
         _ => {}
     }
-    if let Some(asset) = dashboard(path) {
-        return match method {
-            Method::Get | Method::Head => Ok(asset),
-            _ => Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
-        };
-    }
-    if !path.starts_with("/api/") {
-        return Err(ApiError::not_found("path"));
-    }
 
+    // `--api-allow` governs everything else: the API, /healthz, the
+    // dashboard and the OpenAPI document alike.
     let forwarded: Vec<&str> = request
         .headers()
         .iter()
@@ -364,6 +502,25 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
             "ip_not_allowed",
             "this client address may not call the API (see --api-allow)",
         ));
+    }
+    single_headers(request)?;
+
+    match (path, &method) {
+        ("/healthz", Method::Get | Method::Head) => return Ok(monitoring::health(state)),
+        ("/api/v1/openapi.json", Method::Get | Method::Head) => return Ok(openapi()),
+        ("/healthz" | "/api/v1/openapi.json", _) => {
+            return Err(ApiError::method_not_allowed(&["GET", "HEAD"]));
+        }
+        _ => {}
+    }
+    if let Some(asset) = dashboard(path) {
+        return match method {
+            Method::Get | Method::Head => Ok(asset),
+            _ => Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
+        };
+    }
+    if !path.starts_with("/api/") {
+        return Err(ApiError::not_found("path"));
     }
 
     let token = auth::authenticate(state, header(request, "Authorization"))?;
@@ -411,6 +568,46 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
         },
     };
     router::dispatch(&ctx, endpoint)
+}
+
+/// `GET /metrics`, for the addresses `--metrics-allow` lists (empty: for
+/// anyone who may connect; see [`admit_filter`]).
+fn metrics(state: &State, request: &Request) -> Result<Reply, ApiError> {
+    let client = request.remote_addr().map(|a| a.ip().to_canonical());
+    let nets = &state.limits.metrics_allow;
+    if !nets.is_empty() && !client.is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
+        return Err(ApiError::new(
+            403,
+            "ip_not_allowed",
+            "this client address may not read /metrics (see --metrics-allow)",
+        ));
+    }
+    let open_metrics =
+        header(request, "Accept").is_some_and(|a| a.contains("application/openmetrics-text"));
+    Ok(monitoring::metrics(state, open_metrics))
+}
+
+/// Headers hookbox reads one of, which must come at most once: with two
+/// `Authorization` headers, a proxy that reads the last one and hookbox,
+/// which would read the first, would disagree about who is calling.
+const SINGLE_HEADERS: [&str; 3] = ["Authorization", "Content-Type", "Idempotency-Key"];
+
+/// 400 `duplicate_header` if a header of [`SINGLE_HEADERS`] is repeated.
+fn single_headers(request: &Request) -> Result<(), ApiError> {
+    for name in SINGLE_HEADERS {
+        let count = request
+            .headers()
+            .iter()
+            .filter(|h| h.field.equiv(name))
+            .count();
+        if count > 1 {
+            return Err(ApiError::bad_request(
+                "duplicate_header",
+                format!("send the {name} header once; this request has {count}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads a JSON body of at most `--max-body-size` bytes.
@@ -477,26 +674,16 @@ fn read_body(state: &State, request: &mut Request) -> Result<Vec<u8>, ApiError> 
     Ok(body)
 }
 
-/// When [`warn_budget_spent`] last logged, in Unix milliseconds.
-static BUDGET_WARNED_MS: AtomicI64 = AtomicI64::new(0);
-
 /// Logs that bodies are being refused for the read-ahead budget, at most
 /// once a minute: under a flood, a line per request would be the flood.
 fn warn_budget_spent() {
-    let now = crate::clock::now_ms();
-    let last = BUDGET_WARNED_MS.load(Ordering::Relaxed);
-    if now - last >= 60_000
-        && BUDGET_WARNED_MS
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        log::warn!(
+    BUDGET_SPENT.log(
+        log::Level::Warn,
+        format_args!(
             "answering 503 to large request bodies: the read-ahead budget for bodies being \
-             received is spent (logged at most once a minute)"
-        );
-    } else {
-        log::debug!("answering 503: the read-ahead budget for request bodies is spent");
-    }
+             received is spent"
+        ),
+    );
 }
 
 /// `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of this API,

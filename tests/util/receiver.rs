@@ -235,6 +235,7 @@ impl Receiver {
             max_connections: usize::MAX,
             preread_allowed: None,
             preread_budget: None,
+            ..Default::default()
         };
         let server = tiny_http::Server::http_with_limits(("127.0.0.1", port), limits)
             .unwrap_or_else(|e| panic!("receiver cannot listen on 127.0.0.1:{port}: {e}"));

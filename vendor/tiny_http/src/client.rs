@@ -72,6 +72,9 @@ enum ReadError {
     /// hookbox patch: a request line over `MAX_LINE_BYTES` that starts like
     /// one (a method, a space): its URL is too long.
     UriTooLong,
+    /// hookbox patch: the framing (Content-Length, Transfer-Encoding, the
+    /// chunks) is ambiguous or malformed; the message says how.
+    BadFraming(HTTPVersion, &'static str),
     ReadIoError(IoError),
 }
 
@@ -152,6 +155,15 @@ impl ClientConnection {
                            // hookbox patch: a line that is not ASCII is malformed
                            // input (400 and close, like any bad header), not an I/O
                            // error that closed the connection without an answer.
+                           // So is one holding a control character (NUL, a bare CR
+                           // or LF, ...; RFC 9110 section 5.5): parsers disagree on
+                           // those, and values reach the application as they are.
+                if buf.iter().any(|b: &u8| b.is_ascii_control() && *b != b'\t') {
+                    return Err(IoError::new(
+                        ErrorKind::InvalidData,
+                        "a line holds a control character",
+                    ));
+                }
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| IoError::new(ErrorKind::InvalidData, "Header is not in ASCII"));
             }
@@ -253,12 +265,16 @@ impl ClientConnection {
         .map_err(|e| {
             use crate::request;
             match e {
-                // hookbox patch: ambiguous framing is answered 400 (and the
-                // connection closed), not dropped silently.
+                // hookbox patch: ambiguous or malformed framing is answered
+                // 400 (and the connection closed), not dropped silently.
                 request::RequestCreationError::CreationIoError(e)
                     if e.kind() == ErrorKind::InvalidData =>
                 {
-                    ReadError::WrongHeader(version.clone())
+                    let why = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<crate::util::Framing>())
+                        .map_or("the request's framing is malformed", |f| f.0);
+                    ReadError::BadFraming(version.clone(), why)
                 }
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => {
@@ -294,8 +310,9 @@ impl Iterator for ClientConnection {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
                     let writer = self.sink.next().unwrap();
-                    let response =
-                        malformed_request("the request line is not HTTP/1.x that hookbox can read");
+                    let response = malformed_request(
+                        "the request line is not HTTP/1.x that hookbox can read, or holds a control character",
+                    );
                     response
                         .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                         .ok();
@@ -306,11 +323,21 @@ impl Iterator for ClientConnection {
                 Err(ReadError::WrongHeader(ver)) => {
                     let writer = self.sink.next().unwrap();
                     let response = malformed_request(
-                        "a header line is malformed, not ASCII, over 8 KiB, or one of more than 100",
+                        "a header line is malformed, not ASCII, holds a control character, is over 8 KiB, or is one of more than 100",
                     );
                     response.raw_print(writer, ver, &[], false, None).ok();
                     return None; // we don't know where the next request would start,
                                  // se we have to close
+                }
+
+                // hookbox patch: the message says what was wrong with the
+                // framing; what follows cannot be trusted, so the connection
+                // ends.
+                Err(ReadError::BadFraming(ver, why)) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = malformed_request(why);
+                    response.raw_print(writer, ver, &[], false, None).ok();
+                    return None;
                 }
 
                 // hookbox patch: a request line too long for us is a URL too

@@ -123,6 +123,25 @@ impl Connection {
         }
     }
 
+    /// hookbox patch: writes what fits of `bytes` without waiting (a new
+    /// socket's send buffer takes a short answer whole), for a connection
+    /// about to be closed at accept. Errors are ignored: the connection is
+    /// being refused anyway.
+    pub(crate) fn write_without_waiting(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        if self.set_nonblocking().is_ok() {
+            let _ = self.write(bytes);
+        }
+    }
+
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_nonblocking(true),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_nonblocking(true),
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

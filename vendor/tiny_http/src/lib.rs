@@ -99,7 +99,7 @@ use std::error::Error;
 use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
@@ -116,6 +116,7 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+pub use util::{AcceptEvent, AcceptObserver, PeerFilter};
 pub use util::{PrereadBudget, PrereadFilter, PrereadRefused};
 
 mod client;
@@ -202,6 +203,32 @@ pub struct ConnectionLimits {
     /// Connections open at once; more are closed as they arrive. Upstream:
     /// unlimited (a thread each).
     pub max_connections: usize,
+    /// How soon after accept a new connection must send its first byte (of
+    /// its first request, or of its TLS handshake); a silent one is closed
+    /// without an answer then. Normally shorter than `request_timeout`,
+    /// which still bounds the whole first request. `None`: only
+    /// `request_timeout`. Upstream: no such deadline.
+    pub first_byte_timeout: Option<std::time::Duration>,
+    /// Asked with the peer's address as soon as a connection is accepted:
+    /// `false` closes it there, before a thread, a connection slot or a
+    /// per-peer slot is spent (`util::admission`). `None`: every peer.
+    /// Upstream: no such check.
+    pub admit: Option<PeerFilter>,
+    /// Written, without waiting, to a plain-HTTP connection that `admit`
+    /// refuses, just before it is closed (a complete HTTP response, so that
+    /// a client is told why). `None`: closed without a word.
+    pub refusal: Option<Vec<u8>>,
+    /// Connections open at once from one client address (IPv6: one /64);
+    /// more are closed as they arrive. Upstream: unlimited.
+    pub max_per_peer: usize,
+    /// Peers the per-peer cap does not apply to (a reverse proxy carries
+    /// many clients on one address). `None`: none.
+    pub per_peer_exempt: Option<PeerFilter>,
+    /// Told of every connection refused at accept and of every failed
+    /// `accept()`, on the accept thread, so that the application can log
+    /// them at a rate of its choosing. `None`: each is logged at debug
+    /// level (a warning per connection is a log flood under attack).
+    pub on_accept_event: Option<AcceptObserver>,
     /// Asked with the peer's address once a request's head is parsed, before
     /// its body would be read ahead: `false` leaves the body unread (the
     /// request is handed out with `Request::preread_refused`, and its
@@ -222,6 +249,12 @@ impl std::fmt::Debug for ConnectionLimits {
             .field("timeout", &self.timeout)
             .field("request_timeout", &self.request_timeout)
             .field("max_connections", &self.max_connections)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("admit", &self.admit.as_ref().map(|_| "Fn"))
+            .field("refusal", &self.refusal.as_ref().map(Vec::len))
+            .field("max_per_peer", &self.max_per_peer)
+            .field("per_peer_exempt", &self.per_peer_exempt.as_ref().map(|_| "Fn"))
+            .field("on_accept_event", &self.on_accept_event.as_ref().map(|_| "Fn"))
             .field("preread_allowed", &self.preread_allowed.as_ref().map(|_| "Fn"))
             .field("preread_budget", &self.preread_budget)
             .finish()
@@ -235,6 +268,12 @@ impl Default for ConnectionLimits {
             timeout: None,
             request_timeout: None,
             max_connections: usize::MAX,
+            first_byte_timeout: None,
+            admit: None,
+            refusal: None,
+            max_per_peer: usize::MAX,
+            per_peer_exempt: None,
+            on_accept_event: None,
             preread_allowed: None,
             preread_budget: None,
         }
@@ -421,58 +460,108 @@ impl Server {
             let tasks_pool = util::TaskPool::new();
 
             log::debug!("Running accept thread");
+            // hookbox patch: who may hold a connection is decided here, at
+            // accept, before anything is spent on it (`util::admission`).
+            let peers = util::PeerCounts::new(limits.max_per_peer);
+            let report = |event: AcceptEvent<'_>| match &limits.on_accept_event {
+                Some(observer) => observer(&event),
+                None => log::debug!("accept: {:?}", event),
+            };
             while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::{RefinedTcpStream, RequestDeadline, TimedConnection};
-                        if let Err(e) = sock.set_timeouts(limits.timeout) {
-                            log::warn!("setting socket timeouts: {}", e);
-                        }
-                        // hookbox patch: the first request's clock (and the
-                        // TLS handshake's) starts now.
-                        let deadline = RequestDeadline::new(limits.request_timeout, limits.timeout);
-                        let sock = TimedConnection::new(sock, deadline.clone());
-                        let halves = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(feature = "ssl-rustls")]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(feature = "ssl-rustls"))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        halves.map(|(read_closable, write_closable)| {
-                            ClientConnection::new(
-                                write_closable,
-                                read_closable,
-                                preread.clone(),
-                                deadline,
-                            )
-                        })
+                let (mut sock, peer) = match server.accept() {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // hookbox patch: upstream ended the accept loop on any
+                        // error, so one EMFILE stopped the server taking
+                        // connections for good. Pause briefly and go on.
+                        report(AcceptEvent::AcceptFailed(&e));
+                        thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
                     }
-                    Err(e) => Err(e),
+                };
+                let peer = peer.map(|a| a.ip().to_canonical());
+                if let (Some(ip), Some(admit)) = (peer, &limits.admit) {
+                    if !admit(ip) {
+                        if let (None, Some(refusal)) = (&ssl, &limits.refusal) {
+                            sock.write_without_waiting(refusal);
+                        }
+                        report(AcceptEvent::NotAdmitted(ip));
+                        continue;
+                    }
+                }
+                // hookbox patch: at most `max_connections` at once; one
+                // more is closed at once rather than given a thread.
+                if open_connections.load(Relaxed) >= limits.max_connections {
+                    report(AcceptEvent::ServerFull {
+                        limit: limits.max_connections,
+                    });
+                    continue;
+                }
+                let exempt = |ip: IpAddr| limits.per_peer_exempt.as_ref().is_some_and(|f| f(ip));
+                let peer_slot = match peer {
+                    Some(ip) if limits.max_per_peer < usize::MAX && !exempt(ip) => {
+                        match peers.take(ip) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                report(AcceptEvent::PeerFull {
+                                    peer: ip,
+                                    limit: peers.limit(),
+                                });
+                                continue;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+
+                let new_client = {
+                    use util::{RefinedTcpStream, RequestDeadline, TimedConnection};
+                    if let Err(e) = sock.set_timeouts(limits.timeout) {
+                        log::warn!("setting socket timeouts: {}", e);
+                    }
+                    // hookbox patch: the first request's clock (and the
+                    // TLS handshake's) starts now.
+                    let deadline = RequestDeadline::new(
+                        limits.request_timeout,
+                        limits.timeout,
+                        limits.first_byte_timeout,
+                    );
+                    let sock = TimedConnection::new(sock, deadline.clone());
+                    let halves = match ssl {
+                        None => RefinedTcpStream::new(sock),
+                        #[cfg(feature = "ssl-rustls")]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            let sock = match ssl.accept(sock) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            };
+
+                            RefinedTcpStream::new(sock)
+                        }
+                        #[cfg(not(feature = "ssl-rustls"))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+
+                    halves.map(|(read_closable, write_closable)| {
+                        ClientConnection::new(
+                            write_closable,
+                            read_closable,
+                            preread.clone(),
+                            deadline,
+                        )
+                    })
                 };
 
                 match new_client {
-                    // hookbox patch: at most `max_connections` at once; one
-                    // more is closed at once rather than given a thread.
-                    Ok(_) if open_connections.load(Relaxed) >= limits.max_connections => {
-                        log::warn!("refusing a connection: {} are open", limits.max_connections);
-                    }
                     Ok(client) => {
                         let messages = inside_messages.clone();
                         let open = ConnectionCount::new(open_connections.clone());
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
                             let _open = &open;
+                            let _peer_slot = &peer_slot;
                             if let Some(client) = client.take() {
                                 // hookbox patch: every connection, not only
                                 // HTTPS ones, waits for the answer to one
@@ -493,10 +582,7 @@ impl Server {
                     }
 
                     Err(e) => {
-                        // hookbox patch: upstream ended the accept loop on any
-                        // error, so one EMFILE stopped the server taking
-                        // connections for good. Pause briefly and go on.
-                        log::error!("Error accepting new client: {}", e);
+                        report(AcceptEvent::AcceptFailed(&e));
                         thread::sleep(std::time::Duration::from_millis(50));
                         continue;
                     }

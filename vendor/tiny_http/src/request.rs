@@ -7,10 +7,9 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{BodyGuard, EqualReader, FusedReader};
+use crate::util::{BodyGuard, ChunkedDecoder, EqualReader, Framing, FusedReader};
 use crate::util::{Preread, PrereadRefused, Reservation, Reserved, Unread};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -162,30 +161,43 @@ where
         .iter()
         .filter(|h: &&Header| h.field.equiv("Content-Length"))
         .collect();
-    let framing_error = || {
-        RequestCreationError::CreationIoError(IoError::new(
-            ErrorKind::InvalidData,
-            "ambiguous request framing",
-        ))
-    };
-    if content_lengths.len() > 1
-        || transfer_encodings.len() > 1
-        || (!content_lengths.is_empty() && !transfer_encodings.is_empty())
-    {
-        return Err(framing_error());
+    // hookbox patch: each refusal says what was wrong, in the 400's message.
+    let framing_error = |why: &'static str| RequestCreationError::CreationIoError(Framing(why).error());
+    if content_lengths.len() > 1 {
+        return Err(framing_error("the request has more than one Content-Length header"));
+    }
+    if transfer_encodings.len() > 1 {
+        return Err(framing_error("the request has more than one Transfer-Encoding header"));
+    }
+    if !content_lengths.is_empty() && !transfer_encodings.is_empty() {
+        return Err(framing_error(
+            "the request has both Content-Length and Transfer-Encoding",
+        ));
+    }
+    // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is
+    // faulty framing (a 1.0 intermediary would not have decoded it).
+    if !transfer_encodings.is_empty() && version < HTTPVersion(1, 1) {
+        return Err(framing_error(
+            "Transfer-Encoding is not allowed in an HTTP/1.0 request",
+        ));
     }
     let transfer_encoding = match transfer_encodings.first() {
         Some(h) if h.value.as_str().trim().eq_ignore_ascii_case("chunked") => Some(h.value.clone()),
-        Some(_) => return Err(framing_error()),
+        Some(_) => {
+            return Err(framing_error(
+                "the only Transfer-Encoding accepted is exactly 'chunked'",
+            ))
+        }
         None => None,
     };
     let content_length: Option<usize> = match content_lengths.first() {
         Some(h) => {
             let text = h.value.as_str().trim();
+            let bad = "the Content-Length is not a number of bytes";
             if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(framing_error());
+                return Err(framing_error(bad));
             }
-            Some(text.parse().map_err(|_| framing_error())?)
+            Some(text.parse().map_err(|_| framing_error(bad))?)
         }
         None => None,
     };
@@ -285,7 +297,7 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        let mut decoder = FusedReader::new(Decoder::new(source_data));
+        let mut decoder = FusedReader::new(ChunkedDecoder::new(source_data));
         if expects_continue {
             Box::new(BodyGuard::new(decoder, abandoned, closer)) as Box<dyn Read + Send + 'static>
         } else {

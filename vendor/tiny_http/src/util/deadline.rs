@@ -12,6 +12,9 @@
 //!
 //! - a new connection: at accept, so a client that connects and sends
 //!   nothing, or stalls in the TLS handshake, is closed at the deadline;
+//!   and its first byte (of the request, or of the TLS handshake) must
+//!   come within the shorter first-byte deadline, if one is set, so that
+//!   idle new sockets are shed in seconds;
 //! - a kept-alive connection: at the first byte of the next request (or of a
 //!   TLS record), so an idle connection between requests is bounded by the
 //!   socket's ordinary read timeout instead.
@@ -35,6 +38,9 @@ enum Phase {
     Waiting,
     /// Reading a request that must be complete by then.
     Until(Instant),
+    /// A new connection whose first byte must arrive by `by`; after it, the
+    /// request must be complete by `then` (if set).
+    FirstByte { by: Instant, then: Option<Instant> },
 }
 
 #[derive(Debug)]
@@ -58,11 +64,22 @@ pub(crate) struct RequestDeadline {
 
 impl RequestDeadline {
     /// A deadline for a connection accepted now, whose socket's read timeout
-    /// is `idle`. The first request's clock starts now.
-    pub(crate) fn new(limit: Option<Duration>, idle: Option<Duration>) -> Arc<RequestDeadline> {
-        let phase = match limit {
-            Some(limit) => Phase::Until(Instant::now() + limit),
-            None => Phase::Off,
+    /// is `idle`. The first request's clock starts now; its first byte must
+    /// arrive within `first_byte`, if set.
+    pub(crate) fn new(
+        limit: Option<Duration>,
+        idle: Option<Duration>,
+        first_byte: Option<Duration>,
+    ) -> Arc<RequestDeadline> {
+        let now = Instant::now();
+        let then = limit.map(|limit| now + limit);
+        let phase = match (first_byte, then) {
+            (Some(first_byte), then) => Phase::FirstByte {
+                by: now + first_byte,
+                then,
+            },
+            (None, Some(then)) => Phase::Until(then),
+            (None, None) => Phase::Off,
         };
         Arc::new(RequestDeadline {
             limit,
@@ -89,11 +106,16 @@ impl RequestDeadline {
         }
     }
 
-    /// A byte of the request has arrived: start the clock if it waits.
+    /// A byte of the request has arrived: start the clock if it waits (a
+    /// new connection's has run since accept).
     pub(crate) fn request_started(&self) {
         let mut state = self.state();
-        if let (Phase::Waiting, Some(limit)) = (state.phase, self.limit) {
-            state.phase = Phase::Until(Instant::now() + limit);
+        match (state.phase, self.limit) {
+            (Phase::Waiting, Some(limit)) => state.phase = Phase::Until(Instant::now() + limit),
+            (Phase::FirstByte { then, .. }, _) => {
+                state.phase = then.map_or(Phase::Off, Phase::Until);
+            }
+            _ => {}
         }
     }
 
@@ -106,9 +128,14 @@ impl RequestDeadline {
     /// the read timeout to set on the socket, if it must change.
     fn before_read(&self) -> IoResult<Option<Option<Duration>>> {
         let mut state = self.state();
-        let wanted = match state.phase {
-            Phase::Off | Phase::Waiting => self.idle,
-            Phase::Until(deadline) => {
+        let deadline = match state.phase {
+            Phase::Off | Phase::Waiting => None,
+            Phase::Until(deadline) => Some(deadline),
+            Phase::FirstByte { by, then } => Some(then.map_or(by, |then| by.min(then))),
+        };
+        let wanted = match deadline {
+            None => self.idle,
+            Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(timed_out());
@@ -200,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_new_connection_starts_its_clock_at_accept() {
-        let deadline = RequestDeadline::new(Some(Duration::from_secs(10)), None);
+        let deadline = RequestDeadline::new(Some(Duration::from_secs(10)), None, None);
         deadline.expect_request();
         assert!(matches!(deadline.state().phase, Phase::Until(_)));
         let timeout = deadline.before_read().unwrap().unwrap().unwrap();
@@ -210,7 +237,7 @@ mod tests {
     #[test]
     fn a_kept_alive_connection_starts_its_clock_at_the_first_byte() {
         let idle = Some(Duration::from_secs(30));
-        let deadline = RequestDeadline::new(Some(Duration::from_secs(10)), idle);
+        let deadline = RequestDeadline::new(Some(Duration::from_secs(10)), idle, None);
         deadline.request_read();
         deadline.expect_request();
         assert_eq!(deadline.state().phase, Phase::Waiting);
@@ -229,14 +256,33 @@ mod tests {
 
     #[test]
     fn a_passed_deadline_fails_the_read() {
-        let deadline = RequestDeadline::new(Some(Duration::ZERO), None);
+        let deadline = RequestDeadline::new(Some(Duration::ZERO), None, None);
         let error = deadline.before_read().unwrap_err();
         assert_eq!(error.kind(), ErrorKind::TimedOut);
     }
 
     #[test]
+    fn a_new_connection_gets_the_shorter_first_byte_deadline_until_its_first_byte() {
+        let deadline = RequestDeadline::new(
+            Some(Duration::from_secs(10)),
+            Some(Duration::from_secs(30)),
+            Some(Duration::from_millis(500)),
+        );
+        let timeout = deadline.before_read().unwrap().unwrap().unwrap();
+        assert!(timeout <= Duration::from_millis(500), "{timeout:?}");
+        // The first byte: the request's own deadline, counted from accept.
+        deadline.after_read(1);
+        let timeout = deadline.before_read().unwrap().unwrap().unwrap();
+        assert!(timeout > Duration::from_secs(9), "{timeout:?}");
+        assert!(timeout <= Duration::from_secs(10), "{timeout:?}");
+        // A passed first-byte deadline fails the read.
+        let silent = RequestDeadline::new(None, None, Some(Duration::ZERO));
+        assert_eq!(silent.before_read().unwrap_err().kind(), ErrorKind::TimedOut);
+    }
+
+    #[test]
     fn no_limit_means_no_deadline() {
-        let deadline = RequestDeadline::new(None, None);
+        let deadline = RequestDeadline::new(None, None, None);
         deadline.expect_request();
         deadline.request_started();
         assert_eq!(deadline.state().phase, Phase::Off);

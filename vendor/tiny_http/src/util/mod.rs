@@ -1,5 +1,8 @@
+pub(crate) use self::admission::{PeerCounts, PeerSlot};
+pub use self::admission::{AcceptEvent, AcceptObserver, PeerFilter};
 pub use self::body_guard::BodyGuard;
 pub use self::custom_stream::CustomStream;
+pub(crate) use self::chunked::{ChunkedDecoder, Framing};
 pub(crate) use self::deadline::{RequestDeadline, TimedConnection};
 pub use self::equal_reader::EqualReader;
 pub use self::fused_reader::FusedReader;
@@ -14,7 +17,9 @@ pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
+mod admission;
 mod body_guard;
+mod chunked;
 mod custom_stream;
 mod deadline;
 mod equal_reader;
