@@ -797,7 +797,7 @@ fn during_a_rotations_grace_both_secrets_sign_and_afterwards_only_the_new_one() 
     assert!(shown.get("secret").is_none(), "{shown}");
     assert_eq!(
         current_secret(&server, &hook),
-        json!({"secret": new, "previous_secret_expires_at": expires_at})
+        json!({"secret": new, "signing_secret": new, "previous_secret_expires_at": expires_at})
     );
 
     let first = id(&publish(&server, "item.sold"));
@@ -823,7 +823,7 @@ fn during_a_rotations_grace_both_secrets_sign_and_afterwards_only_the_new_one() 
     );
     assert_eq!(
         current_secret(&server, &hook),
-        json!({"secret": new, "previous_secret_expires_at": null})
+        json!({"secret": new, "signing_secret": new, "previous_secret_expires_at": null})
     );
     let second = id(&publish(&server, "item.sold"));
     let seen = rx.wait_for(&server, 2, SHORT);
@@ -867,7 +867,7 @@ fn rotating_without_a_body_generates_a_whsec_secret_that_signs_and_only_admins_r
     );
     assert_eq!(
         current_secret(&server, &hook),
-        json!({"secret": new, "previous_secret_expires_at": rotated["previous_secret_expires_at"]})
+        json!({"secret": new, "signing_secret": new, "previous_secret_expires_at": rotated["previous_secret_expires_at"]})
     );
 
     // Only create and rotate answer the secret.
@@ -1004,7 +1004,11 @@ fn rotating_an_unknown_webhook_is_404_and_an_invalid_secret_is_422_and_changes_n
     }
     assert_eq!(
         current_secret(&server, &hook),
-        json!({"secret": kept, "previous_secret_expires_at": null}),
+        json!({
+            "secret": kept,
+            "signing_secret": format!("whsec_{}", STANDARD.encode(kept)),
+            "previous_secret_expires_at": null
+        }),
         "a refused rotation changes nothing"
     );
 
