@@ -244,6 +244,30 @@ fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (Vec<u8>, Resu
     }
 }
 
+/// Runs the flood from 127.0.0.2 while measuring real requests from
+/// 127.0.0.1; fails unless their p99 stays under `P99`. Answers the most
+/// file descriptors the server held meanwhile, and how many connections
+/// the attacker opened.
+fn under_attack(server: &Server) -> (usize, usize) {
+    let flood = Flood::start(server.addr);
+    flood.wait_opened();
+    let (mut latencies, most_fds) = measure(server);
+    let connections = flood.stop();
+
+    let p99 = p99(&mut latencies);
+    eprintln!(
+        "{} real requests, p99 {p99:?}, max {:?}; the attacker opened {connections} connections",
+        latencies.len(),
+        latencies.last().copied().unwrap_or_default()
+    );
+    assert!(
+        p99 < P99,
+        "p99 of {} real requests was {p99:?} while 127.0.0.2 held {IDLE} idle connections and reconnected",
+        latencies.len()
+    );
+    (most_fds, connections)
+}
+
 #[test]
 fn an_attacker_outside_api_allow_holding_2000_idle_connections_and_reconnecting_is_refused_at_accept_while_the_api_answers_within_100_ms()
  {
@@ -263,22 +287,7 @@ fn an_attacker_outside_api_allow_holding_2000_idle_connections_and_reconnecting_
     let r = util::read_response(&mut BufReader::new(&answer[..])).expect("the refusal");
     r.error(403, "ip_not_allowed");
 
-    let flood = Flood::start(server.addr);
-    flood.wait_opened();
-    let (mut latencies, most_fds) = measure(&server);
-    let connections = flood.stop();
-
-    let p99 = p99(&mut latencies);
-    eprintln!(
-        "{} real requests, p99 {p99:?}, max {:?}; the attacker opened {connections} connections",
-        latencies.len(),
-        latencies.last().copied().unwrap_or_default()
-    );
-    assert!(
-        p99 < P99,
-        "p99 of {} real requests was {p99:?} while 127.0.0.2 held {IDLE} idle connections and reconnected",
-        latencies.len()
-    );
+    let (most_fds, connections) = under_attack(&server);
     // The server held none of the attacker's connections.
     assert!(
         most_fds <= baseline + 32,
@@ -351,22 +360,7 @@ fn an_admitted_attacker_is_held_to_128_connections_whose_silence_ends_them_at_3_
     }
     drop(silent);
 
-    let flood = Flood::start(server.addr);
-    flood.wait_opened();
-    let (mut latencies, most_fds) = measure(&server);
-    let connections = flood.stop();
-
-    let p99 = p99(&mut latencies);
-    eprintln!(
-        "{} real requests, p99 {p99:?}, max {:?}; the attacker opened {connections} connections",
-        latencies.len(),
-        latencies.last().copied().unwrap_or_default()
-    );
-    assert!(
-        p99 < P99,
-        "p99 of {} real requests was {p99:?} while 127.0.0.2 held {IDLE} idle connections and reconnected",
-        latencies.len()
-    );
+    let (most_fds, connections) = under_attack(&server);
     // At most 128 of the attacker's (and a little slack: a connection
     // being closed while the next is accepted).
     assert!(
