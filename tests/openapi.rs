@@ -710,6 +710,18 @@ fn real_answers_match_their_documented_schemas() {
     let report = conforms(&doc, "POST", "/api/v1/webhooks/test", &r);
     assert_eq!(report["ok"], false);
 
+    // A request the HTTP layer refuses is documented on every route.
+    let r = server.send(
+        "GET",
+        "/api/v1/webhooks",
+        &[("Authorization", "Bearer hbk_other")],
+        None,
+        Some(&server.token),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let refused = conforms(&doc, "GET", "/api/v1/webhooks", &r);
+    assert_eq!(refused["error"]["code"], "duplicate_header");
+
     // Tokens and the audit log.
     let r = server.post(
         "/api/v1/tokens",
