@@ -264,7 +264,19 @@ fn malformed_or_too_deeply_nested_data_is_still_a_400() {
         "[".repeat(1000),
         "]".repeat(1000)
     );
+    // serde_json parses 127 levels: data 127 deep is accepted, 128 is
+    // malformed like anything deeper.
+    let nested = |levels: usize| {
+        format!(
+            r#"{{"event":"item.sold","data":{{{SOLD},"deep":{}{}}}}}"#,
+            "[".repeat(levels - 1),
+            "]".repeat(levels - 1)
+        )
+    };
+    assert_eq!(publish_raw(&server, &nested(127)).status, 202);
+    let at_the_limit = nested(128);
     for body in [
+        &at_the_limit,
         r#"{"event":"item.sold","data":{"a":01}}"#,
         r#"{"event":"item.sold","data":{"a":1,}}"#,
         r#"{"event":"item.sold","data":{"a":"x"#,
@@ -275,6 +287,35 @@ fn malformed_or_too_deeply_nested_data_is_still_a_400() {
         publish_raw(&server, body).error(400, "malformed_json");
     }
     assert_eq!(server.get("/healthz").status, 200);
+}
+
+#[test]
+fn a_member_named_twice_in_data_is_422_naming_it_and_nothing_is_stored() {
+    let server = Server::start();
+    // The schema would see only the last sale_price; a receiver that keeps
+    // the first would get an unvalidated number.
+    for (data, field) in [
+        (format!(r#"{{"sale_price":12,{SOLD}}}"#), "data.sale_price"),
+        (
+            format!(r#"{{{SOLD},"lines":[{{"sku":"a"}},{{"sku":"b","sku":"c"}}]}}"#),
+            "data.lines[1].sku",
+        ),
+    ] {
+        let r = publish_raw(
+            &server,
+            &format!(r#"{{"event":"item.sold","data":{data}}}"#),
+        );
+        let got = details(&r);
+        assert!(
+            got.iter().any(|(f, c, _)| f == field && c == "duplicate"),
+            "{}",
+            r.text()
+        );
+        // Keyed, it is refused just the same (no replay of an earlier one).
+        let (status, _) = publish_keyed(&server, "dup", &data);
+        assert_eq!(status, 422);
+    }
+    assert!(listed_data(&server).is_empty());
 }
 
 /// Publishes `data` under `key`; returns the status and the event id.

@@ -263,8 +263,8 @@ pub fn without_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// serde_json's nesting limit for parsed values (its recursion limit).
-pub const MAX_DEPTH: usize = 128;
+/// serde_json refuses the 128th level, so this is the deepest it parses.
+pub const MAX_DEPTH: usize = 127;
 
 /// How deeply arrays and objects nest in `text` (valid JSON).
 pub fn depth(text: &str) -> usize {
@@ -296,6 +296,15 @@ pub fn string_end(bytes: &[u8], start: usize) -> usize {
         }
     }
     bytes.len()
+}
+
+/// The members of the JSON object `text`, each as the text sent, in the
+/// order sent: a repeated name is there twice.
+pub fn object_members(text: &str) -> Result<Vec<(String, &RawValue)>, serde_json::Error> {
+    match serde_json::from_str::<TopLevel<'_>>(text)? {
+        TopLevel::Object(members) => Ok(members),
+        TopLevel::Other(kind) => Err(de::Error::custom(format!("expected an object, got {kind}"))),
+    }
 }
 
 /// A body's top level: an object's members, each as the text sent, or

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::body::{Fields, MAX_DEPTH, Page, depth, string_end, without_position};
+use super::body::{Fields, MAX_DEPTH, Page, depth, object_members, string_end, without_position};
 use super::{ApiError, Ctx, Reply};
 use crate::catalog::{self, MAX_SCHEMA_BYTES};
 use crate::clock;
@@ -247,17 +247,49 @@ fn minified(text: &str) -> Vec<u8> {
     out
 }
 
-/// The form of `data` that decides whether two publishes with one
-/// idempotency key are the same request: object members sorted by key
-/// (a repeated key: the last counts), strings unescaped and written as
-/// serde_json writes them, numbers, `true`, `false` and `null` as written,
-/// no whitespace. So two bodies that differ only in member order, spacing
-/// or string escapes are the same request, and `1.0` and `1.00` are not
-/// (receivers would get different digits).
-fn canonical(text: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+/// Why `data` has no canonical form.
+#[derive(Debug)]
+enum CanonicalError {
+    /// An object names a member twice (at this path below the value given
+    /// to `canonical`, e.g. `.items[2].sku`): the schema saw one value and
+    /// receivers' parsers would disagree on which counts, so it is refused.
+    Duplicate(String),
+    Json(serde_json::Error),
+}
+
+impl CanonicalError {
+    /// The error as seen from the value that holds this one at `segment`.
+    fn under(self, segment: impl std::fmt::Display) -> CanonicalError {
+        match self {
+            CanonicalError::Duplicate(path) => {
+                CanonicalError::Duplicate(format!("{segment}{path}"))
+            }
+            json => json,
+        }
+    }
+}
+
+impl From<serde_json::Error> for CanonicalError {
+    fn from(e: serde_json::Error) -> CanonicalError {
+        CanonicalError::Json(e)
+    }
+}
+
+/// The form of `data` that decides whether two publishes with
+/// one idempotency key are the same request: object members sorted by key,
+/// strings unescaped and written as serde_json writes them, numbers,
+/// `true`, `false` and `null` as written, no whitespace. So two bodies that
+/// differ only in member order, spacing or string escapes are the same
+/// request, and `1.0` and `1.00` are not (receivers would get different
+/// digits). A member named twice in one object is an error.
+fn canonical(text: &str, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     match text.as_bytes().first() {
         Some(b'{') => {
-            let members: BTreeMap<String, &RawValue> = serde_json::from_str(text)?;
+            let mut members = object_members(text)?;
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(pair) = members.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+                return Err(CanonicalError::Duplicate(format!(".{}", pair[0].0)));
+            }
             out.push(b'{');
             for (i, (key, value)) in members.iter().enumerate() {
                 if i > 0 {
@@ -265,7 +297,7 @@ fn canonical(text: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
                 }
                 serde_json::to_writer(&mut *out, key)?;
                 out.push(b':');
-                canonical(value.get(), out)?;
+                canonical(value.get(), out).map_err(|e| e.under(format_args!(".{key}")))?;
             }
             out.push(b'}');
         }
@@ -276,7 +308,7 @@ fn canonical(text: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
                 if i > 0 {
                     out.push(b',');
                 }
-                canonical(item.get(), out)?;
+                canonical(item.get(), out).map_err(|e| e.under(format_args!("[{i}]")))?;
             }
             out.push(b']');
         }
@@ -347,6 +379,26 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         }
         Some(Ok(data)) => Some(data),
     };
+    // The fingerprint's form of `data` (see `canonical`), which also finds
+    // members named twice.
+    let mut canonical_data = Vec::new();
+    if let (Some(_), Some(raw)) = (&data, raw_data) {
+        canonical_data.reserve(raw.get().len());
+        match canonical(raw.get(), &mut canonical_data) {
+            Ok(()) => {}
+            Err(CanonicalError::Duplicate(path)) => errors.push(FieldError::new(
+                format!("data{path}"),
+                "duplicate",
+                "is named twice in its object: only one value would be validated, and \
+                 receivers' JSON parsers disagree on which one counts",
+            )),
+            Err(CanonicalError::Json(e)) => {
+                // `raw` parsed above: this cannot fail.
+                log::error!("canonical form of parsed event data: {e}");
+                return Err(ApiError::internal());
+            }
+        }
+    }
     match (&data, &event_type) {
         (Some(data), Some(t)) => errors.extend(t.validate(data)),
         (Some(data), None) if !data.is_object() => errors.push(FieldError::new(
@@ -365,13 +417,7 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     };
 
     // The fingerprint of what was asked, to tell a retry from a different
-    // request that reuses its idempotency key (see `canonical`).
-    let mut canonical_data = Vec::with_capacity(raw_data.get().len());
-    canonical(raw_data.get(), &mut canonical_data).map_err(|e| {
-        // `raw_data` parsed above: this cannot fail.
-        log::error!("canonical form of parsed event data: {e}");
-        ApiError::internal()
-    })?;
+    // request that reuses its idempotency key.
     let mut hasher = Sha256::new();
     hasher.update(event_type.name.as_bytes());
     hasher.update([0]);
@@ -584,10 +630,24 @@ mod tests {
     #[test]
     fn canonical_sorts_members_unescapes_strings_and_keeps_numbers_as_written() {
         assert_eq!(
-            canon(r#"{ "b" : [1.50, {"y":-0,"x":1E2}], "a" : "\u0041\/", "a": "\u00e9\n" }"#),
+            canon(r#"{ "b" : [1.50, {"y":-0,"x":1E2}], "a" : "\u00e9\n" }"#),
             r#"{"a":"é\n","b":[1.50,{"x":1E2,"y":-0}]}"#
         );
         assert_ne!(canon("[1.0]"), canon("[1.00]"));
+    }
+
+    #[test]
+    fn canonical_names_the_path_of_a_member_named_twice() {
+        for (text, path) in [
+            (r#"{"a":1,"a":2}"#, ".a"),
+            (r#"{"b":[0,{"c":{"x":1,"d":1,"d":"1"}}]}"#, ".b[1].c.d"),
+            (r#"[{"k":1},{"k":1,"k":1}]"#, "[1].k"),
+        ] {
+            match canonical(text, &mut Vec::new()) {
+                Err(CanonicalError::Duplicate(found)) => assert_eq!(found, path, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]
