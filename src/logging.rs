@@ -114,6 +114,10 @@ impl Log for Capped {
 /// interval, the others counted. Cheap enough for the accept path: one
 /// short mutex, no allocation for a line left out.
 pub struct Limited {
+    /// The log target the lines are written under: the module of the code
+    /// that logs them (`module_path!()` where the `Limited` is made), so
+    /// `RUST_LOG` filters them like that module's other lines.
+    target: &'static str,
     /// What the lines say, for the summary at [`Limited::flush`].
     kind: &'static str,
     every: Duration,
@@ -150,9 +154,11 @@ impl fmt::Display for LeftOut {
 }
 
 impl Limited {
-    /// Lines of `kind`, at most one every `every`.
-    pub const fn new(kind: &'static str, every: Duration) -> Limited {
+    /// Lines of `kind`, at most one every `every`, logged under `target`
+    /// (give `module_path!()`).
+    pub const fn new(target: &'static str, kind: &'static str, every: Duration) -> Limited {
         Limited {
+            target,
             kind,
             every,
             state: Mutex::new(LimitedState {
@@ -186,11 +192,11 @@ impl Limited {
     /// Writes `message` at `level` unless it is left out; a written line
     /// ends with the count of those left out before it.
     pub fn log(&self, level: Level, message: fmt::Arguments<'_>) {
-        if !log::log_enabled!(level) {
+        if !log::log_enabled!(target: self.target, level) {
             return;
         }
         if let Some(left_out) = self.admit(Instant::now()) {
-            log::log!(level, "{message}{left_out}");
+            log::log!(target: self.target, level, "{message}{left_out}");
         }
     }
 
@@ -210,6 +216,7 @@ impl Limited {
     pub fn flush(&self, level: Level) {
         if let Some(left_out) = self.take_left_out(Instant::now()) {
             log::log!(
+                target: self.target,
                 level,
                 "{}: {} more in the last {} s, not written one by one",
                 self.kind,
@@ -270,7 +277,7 @@ mod tests {
 
     #[test]
     fn a_limited_line_is_written_once_per_interval_with_the_count_left_out() {
-        let limited = Limited::new("test lines", Duration::from_secs(60));
+        let limited = Limited::new(module_path!(), "test lines", Duration::from_secs(60));
         let t0 = Instant::now();
         let zero = LeftOut {
             count: 0,

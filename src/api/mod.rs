@@ -94,23 +94,28 @@ pub const MAX_CONNECTIONS: usize = 1024;
 const EDGE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 static NOT_ADMITTED: Limited = Limited::new(
+    module_path!(),
     "connections refused at accept from addresses no allowlist admits",
     EDGE_LOG_EVERY,
 );
 static PEER_FULL: Limited = Limited::new(
+    module_path!(),
     "connections refused at accept over --max-connections-per-client",
     EDGE_LOG_EVERY,
 );
 static SERVER_FULL: Limited = Limited::new(
+    module_path!(),
     "connections refused at accept with every connection slot taken",
     EDGE_LOG_EVERY,
 );
-static ACCEPT_FAILED: Limited = Limited::new("failed accepts", EDGE_LOG_EVERY);
+static ACCEPT_FAILED: Limited = Limited::new(module_path!(), "failed accepts", EDGE_LOG_EVERY);
 static BUDGET_SPENT: Limited = Limited::new(
+    module_path!(),
     "request bodies answered 503 for the spent read-ahead budget",
     EDGE_LOG_EVERY,
 );
-static RECV_FAILED: Limited = Limited::new("failures taking a request", EDGE_LOG_EVERY);
+static RECV_FAILED: Limited =
+    Limited::new(module_path!(), "failures taking a request", EDGE_LOG_EVERY);
 
 /// Every rate-limited line of the HTTP edge, for [`flush_edge_logs`].
 static EDGE_LOGS: [&Limited; 6] = [
