@@ -169,6 +169,31 @@ fn metrics_allow_limits_who_scrapes() {
         .error(403, "ip_not_allowed");
     let open = Server::start_with(&["--metrics-allow", "127.0.0.1"]);
     assert_eq!(open.send("GET", "/metrics", &[], None, None).status, 200);
+
+    // Behind a trusted proxy the scraper is the client X-Forwarded-For
+    // names, not the proxy.
+    let proxied = Server::start_with(&[
+        "--trust-proxy",
+        "127.0.0.1",
+        "--metrics-allow",
+        "10.0.0.0/8",
+    ]);
+    let via = |client: &str| {
+        proxied
+            .send(
+                "GET",
+                "/metrics",
+                &[("X-Forwarded-For", client)],
+                None,
+                None,
+            )
+            .status
+    };
+    assert_eq!(via("10.1.2.3"), 200);
+    assert_eq!(via("192.0.2.9"), 403);
+    proxied
+        .send("GET", "/metrics", &[], None, None)
+        .error(403, "ip_not_allowed");
 }
 
 #[test]

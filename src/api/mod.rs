@@ -479,14 +479,8 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
 
-    match (path, &method) {
-        ("/metrics", Method::Get | Method::Head) => return metrics(state, request),
-        ("/metrics", _) => return Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
-        _ => {}
-    }
-
-    // `--api-allow` governs everything else: the API, /healthz, the
-    // dashboard and the OpenAPI document alike.
+    // The client: the peer, or behind a `--trust-proxy` address the one
+    // `X-Forwarded-For` names.
     let forwarded: Vec<&str> = request
         .headers()
         .iter()
@@ -501,6 +495,23 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
     let allowed = |nets: &[Cidr]| {
         nets.is_empty() || client.is_some_and(|ip: IpAddr| nets.iter().any(|n| n.contains(ip)))
     };
+
+    // `--metrics-allow` alone governs /metrics; `--api-allow` everything
+    // else: the API, /healthz, the dashboard and the OpenAPI document alike.
+    match (path, &method) {
+        ("/metrics", Method::Get | Method::Head) => {
+            if !allowed(&state.limits.metrics_allow) {
+                return Err(ApiError::new(
+                    403,
+                    "ip_not_allowed",
+                    "this client address may not read /metrics (see --metrics-allow)",
+                ));
+            }
+            return Ok(metrics(state, request));
+        }
+        ("/metrics", _) => return Err(ApiError::method_not_allowed(&["GET", "HEAD"])),
+        _ => {}
+    }
     if !allowed(&state.limits.api_allow) {
         return Err(ApiError::new(
             403,
@@ -577,19 +588,10 @@ fn pipeline(state: &State, request: &mut Request) -> Result<Reply, ApiError> {
 
 /// `GET /metrics`, for the addresses `--metrics-allow` lists (empty: for
 /// anyone who may connect; see [`admit_filter`]).
-fn metrics(state: &State, request: &Request) -> Result<Reply, ApiError> {
-    let client = request.remote_addr().map(|a| a.ip().to_canonical());
-    let nets = &state.limits.metrics_allow;
-    if !nets.is_empty() && !client.is_some_and(|ip| nets.iter().any(|n| n.contains(ip))) {
-        return Err(ApiError::new(
-            403,
-            "ip_not_allowed",
-            "this client address may not read /metrics (see --metrics-allow)",
-        ));
-    }
+fn metrics(state: &State, request: &Request) -> Reply {
     let open_metrics =
         header(request, "Accept").is_some_and(|a| a.contains("application/openmetrics-text"));
-    Ok(monitoring::metrics(state, open_metrics))
+    monitoring::metrics(state, open_metrics)
 }
 
 /// Headers hookbox reads one of, which must come at most once: with two
