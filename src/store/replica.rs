@@ -131,10 +131,29 @@ fn run(config: &ReplicaConfig, batches: &Receiver<Vec<Answer>>) {
     }
 }
 
-/// Runs `litestream sync -wait -json` once: the replica's transaction id,
-/// or why the replica did not confirm.
+/// Runs `litestream sync -wait -json` until the replica has caught up with
+/// the database as Litestream saw it: its transaction id, or why the
+/// replica did not confirm. Litestream 0.5.17 sometimes answers a
+/// successful `sync -wait` with `replica_txid` one behind `txid` (seen in
+/// tests/litestream.rs): that is not a confirmation, so it asks again,
+/// until the timeout. A failing command is not retried: the replica is
+/// down, and the answer is 503 at once rather than at the timeout.
 fn sync(config: &ReplicaConfig) -> Result<u64, String> {
-    let timeout_s = config.timeout.as_secs_f64().ceil().max(1.0) as u64;
+    let deadline = Instant::now() + config.timeout;
+    loop {
+        match sync_once(config, deadline)? {
+            Ok(txid) => return Ok(txid),
+            Err(behind) if Instant::now() >= deadline => return Err(behind),
+            Err(_) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// One `litestream sync -wait -json`: the outer error when it failed, the
+/// inner one when the replica was behind.
+fn sync_once(config: &ReplicaConfig, deadline: Instant) -> Result<Result<u64, String>, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timeout_s = left.as_secs_f64().ceil().max(1.0) as u64;
     let mut child = Command::new(&config.command)
         .arg("sync")
         .arg("-wait")
@@ -149,7 +168,6 @@ fn sync(config: &ReplicaConfig) -> Result<u64, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("running {}: {e}", config.command.display()))?;
-    let deadline = Instant::now() + config.timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -183,9 +201,10 @@ fn sync(config: &ReplicaConfig) -> Result<u64, String> {
     confirmed_txid(&out)
 }
 
-/// The replica's transaction id from `sync -json`'s answer, if it has
-/// caught up with the database's.
-fn confirmed_txid(out: &str) -> Result<u64, String> {
+/// The replica's transaction id from `sync -json`'s answer if it has caught
+/// up with the database's (the inner error if not; the outer one if the
+/// answer is not understood).
+fn confirmed_txid(out: &str) -> Result<Result<u64, String>, String> {
     let answer: serde_json::Value = serde_json::from_str(out)
         .map_err(|e| format!("litestream sync printed no JSON ({e}): {}", out.trim()))?;
     let field = |name: &str| {
@@ -195,11 +214,11 @@ fn confirmed_txid(out: &str) -> Result<u64, String> {
     };
     let (txid, replica) = (field("txid")?, field("replica_txid")?);
     if replica < txid {
-        return Err(format!(
+        return Ok(Err(format!(
             "the replica is at txid {replica}, the database at {txid}"
-        ));
+        )));
     }
-    Ok(replica)
+    Ok(Ok(replica))
 }
 
 #[cfg(test)]
@@ -213,9 +232,14 @@ mod tests {
                 r#"{{"db_path": "/d/hookbox.db", "txid": {txid}, "replica_txid": {replica}, "duration_ms": 4}}"#
             )
         };
-        assert_eq!(confirmed_txid(&json(7, 7)), Ok(7));
-        assert_eq!(confirmed_txid(&json(7, 8)), Ok(8));
-        assert!(confirmed_txid(&json(8, 7)).unwrap_err().contains("txid 7"));
+        assert_eq!(confirmed_txid(&json(7, 7)), Ok(Ok(7)));
+        assert_eq!(confirmed_txid(&json(7, 8)), Ok(Ok(8)));
+        assert!(
+            confirmed_txid(&json(8, 7))
+                .unwrap()
+                .unwrap_err()
+                .contains("txid 7")
+        );
         assert!(confirmed_txid("sync failed").is_err());
         assert!(confirmed_txid(r#"{"txid": 3}"#).is_err());
     }
