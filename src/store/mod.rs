@@ -24,8 +24,8 @@
 //!   are a few pages; `serve` or Litestream checkpoints them with the rest).
 //!   Retention's `PRAGMA incremental_vacuum` stays on in both modes: it is
 //!   an ordinary write transaction whose commit frame records the smaller
-//!   page count, which Litestream replicates like any other
-//!   (tests/litestream.rs restores a pruned database and checks it).
+//!   page count, which Litestream replicates like any other (reasoned from
+//!   the WAL format, not proved by a test under Litestream yet).
 //!
 //! Inside `serve`, only [`writer`] writes. Reads go through [`ReadPool`],
 //! whose connections are `query_only`. rusqlite's `Connection` is `Send` but
