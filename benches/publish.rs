@@ -36,6 +36,13 @@
 //! `HOOKBOX_BENCH_BIN=PATH` runs another build of hookbox instead of this
 //! one, to compare two builds side by side with the same load generator.
 //!
+//! `--server-args "ARGS"` passes more flags (split at spaces) to every
+//! server started, and `--db PATH` puts `--mode publish`'s database there
+//! instead of in a temp dir (it must not exist yet): together they measure
+//! hookbox under a Litestream started beforehand on that path
+//! (`--server-args "--litestream --ack-after-replica --litestream-socket
+//! S"`; README "Replication with Litestream").
+//!
 //! Run without `--bench` (as `cargo test --all-targets` does) it only says
 //! how to run it: a benchmark is never a timed test.
 //!
@@ -78,6 +85,16 @@ struct Options {
     /// The arguments as given, for the report.
     command: String,
 }
+
+/// The heading of BENCHMARKS.md's hand-measured section, which a new
+/// report keeps.
+const LITESTREAM_SECTION: &str = "## Replication with Litestream";
+
+/// `--server-args`: more flags for every server started.
+static SERVER_ARGS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// `--db`: where `--mode publish` puts its database.
+static PUBLISH_DB: OnceLock<PathBuf> = OnceLock::new();
 
 fn options() -> Option<Options> {
     let mut o = Options {
@@ -122,6 +139,13 @@ fn options() -> Option<Options> {
             "--measure" => o.measure = value().max(2) as usize,
             "--webhook-concurrency" => o.concurrency = value().max(1) as u32,
             "--report" => o.report = Some(PathBuf::from(&text)),
+            "--server-args" => {
+                let extra = text.split_whitespace().map(str::to_owned).collect();
+                let _ = SERVER_ARGS.set(extra);
+            }
+            "--db" => {
+                let _ = PUBLISH_DB.set(PathBuf::from(&text));
+            }
             "--quick" => {
                 o.quick = true;
                 shown.push(args[i].clone());
@@ -292,7 +316,15 @@ fn main() {
                 root.join("BENCHMARKS.md")
             }
         });
-        let text = report(&o, &medians, (&began, &load_before), &now_utc());
+        let mut text = report(&o, &medians, (&began, &load_before), &now_utc());
+        // The Litestream section is measured by hand (it needs Litestream
+        // running beside the server): kept as it was.
+        if let Ok(old) = std::fs::read_to_string(&path)
+            && let Some(at) = old.find(LITESTREAM_SECTION)
+        {
+            text.push('\n');
+            text.push_str(&old[at..]);
+        }
         std::fs::write(&path, text).expect("write the report");
         eprintln!("report written to {}", path.display());
     }
@@ -457,6 +489,7 @@ impl Hookbox {
             // limit (1,000/s by default) would measure itself, not hookbox.
             .args(["--api-rate-limit", "0"])
             .args(args)
+            .args(SERVER_ARGS.get().into_iter().flatten())
             .env("RUST_LOG", "warn,hookbox::serve=info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -650,8 +683,12 @@ fn ms(d: Duration) -> f64 {
 fn publish(connections: usize, webhooks: usize, duration: Duration) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     let threads = connections.max(64).to_string();
+    let db = PUBLISH_DB
+        .get()
+        .cloned()
+        .unwrap_or_else(|| dir.path().join("bench.db"));
     let server = Hookbox::start(
-        &dir.path().join("bench.db"),
+        &db,
         &["--http-threads", &threads, "--pause-delivery"],
         Health::Wait,
     );

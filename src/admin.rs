@@ -183,6 +183,7 @@ fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
 }
 
 /// Integrity, foreign keys and schema version; an error for any problem.
+/// Tables beyond hookbox's schema (Litestream's) are accepted.
 pub fn check(db: &Path) -> anyhow::Result<()> {
     let conn = open_existing(db)?;
     let version = schema::version(&conn)?;
@@ -213,8 +214,15 @@ pub fn check(db: &Path) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("{} is damaged: {}", db.display(), problems.join("; "));
     }
+    // Litestream adds `_litestream_seq` and `_litestream_lock` to the file
+    // it replicates: they are its own, and not a problem.
+    let litestream = if store::has_litestream_tables(&conn)? {
+        ", Litestream's tables present"
+    } else {
+        ""
+    };
     println!(
-        "ok: {} schema version {version}, integrity ok, foreign keys ok",
+        "ok: {} schema version {version}, integrity ok, foreign keys ok{litestream}",
         db.display()
     );
     Ok(())

@@ -277,6 +277,30 @@ pub struct ServeArgs {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, env = "HOOKBOX_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Litestream replicates the database: never checkpoint it (no
+    /// automatic checkpoints, none at stop) nor VACUUM it; Litestream does.
+    #[arg(long, env = "HOOKBOX_LITESTREAM")]
+    pub litestream: bool,
+    /// Answer a change (202 for an event) only once Litestream confirms its
+    /// transaction on the replica (`litestream sync -wait`, once per group
+    /// commit); 503 `replica_unconfirmed` when it does not in time.
+    #[arg(long, env = "HOOKBOX_ACK_AFTER_REPLICA", requires = "litestream")]
+    pub ack_after_replica: bool,
+    /// Litestream's control socket (its config's `socket: path:`), for
+    /// --ack-after-replica.
+    #[arg(
+        long,
+        env = "HOOKBOX_LITESTREAM_SOCKET",
+        default_value = "/var/run/litestream.sock"
+    )]
+    pub litestream_socket: PathBuf,
+    /// The `litestream` executable, for --ack-after-replica.
+    #[arg(long, env = "HOOKBOX_LITESTREAM_COMMAND", default_value = "litestream")]
+    pub litestream_command: PathBuf,
+    /// How long --ack-after-replica waits for the replica before answering
+    /// 503 `replica_unconfirmed`.
+    #[arg(long, env = "HOOKBOX_REPLICA_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub replica_timeout: Duration,
 }
 
 /// An IP network such as `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.

@@ -37,16 +37,32 @@ use crate::notify::{self, Notifier};
 use crate::retention;
 use crate::secrets;
 use crate::store::audit::{self, Actor};
+use crate::store::replica::ReplicaConfig;
 use crate::store::writer::{Wakeups, WriterConfig};
-use crate::store::{self, ReadPool, events, tokens, writer};
+use crate::store::{self, ReadPool, Replication, events, tokens, writer};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // A bad certificate or key is refused before the database is touched.
     let tls = tls_config(&args)?;
     let db = &args.db.db;
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
-    let conn =
-        store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
+    let replication = if args.litestream {
+        Replication::Litestream
+    } else {
+        Replication::None
+    };
+    let conn = store::open_writer_for(db, replication)
+        .with_context(|| format!("opening database {}", db.display()))?;
+    if replication == Replication::None && store::has_litestream_tables(&conn)? {
+        log::warn!(
+            "this database holds Litestream's tables: if Litestream replicates it, start hookbox \
+             with --litestream, or hookbox's checkpoints compete with Litestream's"
+        );
+    }
+    let ack_after_replica = args
+        .ack_after_replica
+        .then(|| replica_config(&args, db))
+        .transpose()?;
     if tokens::count(&conn)? == 0 {
         bootstrap_admin_token(&conn, db)?;
     }
@@ -61,6 +77,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let writer_config = WriterConfig {
         disable_after_ms: args.disable_after.as_millis() as i64,
         wakeups: wakeups.clone(),
+        replication,
+        ack_after_replica,
     };
     if let Some(url) = &args.alert_url {
         alert_webhook(
@@ -237,6 +255,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// How `--ack-after-replica` asks Litestream: the database by its absolute
+/// path, as Litestream's configuration resolves it (made absolute, symlinks
+/// kept: under systemd's `DynamicUser` the state directory is one).
+fn replica_config(args: &ServeArgs, db: &Path) -> anyhow::Result<ReplicaConfig> {
+    let db = std::path::absolute(db)
+        .with_context(|| format!("resolving the database path {}", db.display()))?;
+    log::info!(
+        "--ack-after-replica: changes are answered once `{} sync -wait -socket {}` confirms them \
+         (at most {} ms, then 503 replica_unconfirmed)",
+        args.litestream_command.display(),
+        args.litestream_socket.display(),
+        args.replica_timeout.as_millis()
+    );
+    Ok(ReplicaConfig {
+        command: args.litestream_command.clone(),
+        socket: args.litestream_socket.clone(),
+        db,
+        timeout: args.replica_timeout,
+    })
 }
 
 /// Takes the first queue reading, then fills the statistics with the last

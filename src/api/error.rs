@@ -124,6 +124,16 @@ impl From<StoreError> for ApiError {
                 )
                 .with_header("Retry-After", "1".into())
             }
+            StoreError::ReplicaUnconfirmed(why) => {
+                log::debug!("answering 503: {why}");
+                ApiError::new(
+                    503,
+                    "replica_unconfirmed",
+                    "stored here, but the replica did not confirm it in time \
+                     (--ack-after-replica); retry with the same Idempotency-Key",
+                )
+                .with_header("Retry-After", "1".into())
+            }
             other => {
                 log::error!("answering 500: {other}");
                 ApiError::internal()

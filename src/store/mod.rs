@@ -12,8 +12,20 @@
 //!   engine bookkeeping commit at `NORMAL` instead (see `writer.rs`).
 //! - `foreign_keys=ON` so a delivery can never point at a missing event or
 //!   webhook.
-//! - `busy_timeout` so the CLI (`hookbox token create` while `serve` runs)
-//!   waits for the writer's lock instead of failing.
+//! - `busy_timeout` on every connection (writer, readers, the CLI's) so the
+//!   CLI (`hookbox token create` while `serve` runs) and Litestream's own
+//!   connection wait for a lock instead of failing.
+//! - Checkpoints: without Litestream, SQLite's automatic checkpoint (at 1,000
+//!   WAL pages) and a `TRUNCATE` checkpoint at stop. With `--litestream`
+//!   ([`Replication::Litestream`]) hookbox never checkpoints on its own:
+//!   `wal_autocheckpoint=0` on the writer, no checkpoint at stop, no
+//!   one-off `VACUUM` at open; Litestream checkpoints after it has copied
+//!   the WAL. The CLI's connections never checkpoint either (their writes
+//!   are a few pages; `serve` or Litestream checkpoints them with the rest).
+//!   Retention's `PRAGMA incremental_vacuum` stays on in both modes: it is
+//!   an ordinary write transaction whose commit frame records the smaller
+//!   page count, which Litestream replicates like any other (reasoned from
+//!   the WAL format, not proved by a test under Litestream yet).
 //!
 //! Inside `serve`, only [`writer`] writes. Reads go through [`ReadPool`],
 //! whose connections are `query_only`. rusqlite's `Connection` is `Send` but
@@ -24,6 +36,7 @@
 pub mod audit;
 pub mod events;
 pub mod monitoring;
+pub mod replica;
 pub mod schema;
 pub mod tokens;
 pub mod webhooks;
@@ -48,12 +61,27 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// publish throughput. Each costs little until it caches pages.
 const READ_POOL_IDLE: usize = 64;
 
+/// Whether the database is replicated by Litestream, which must be the
+/// only one to checkpoint it (`serve --litestream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// No replication: hookbox checkpoints as SQLite does by default.
+    None,
+    /// Litestream replicates the file: hookbox never checkpoints it.
+    Litestream,
+}
+
 /// Why a store operation failed, as far as callers need to branch on it.
 #[derive(Debug)]
 pub enum StoreError {
     /// The database cannot be used right now (busy beyond the timeout, disk
     /// full, I/O error, the writer stopped). The API answers 503.
     Unavailable(String),
+    /// The change is committed and fsynced here, but the replica did not
+    /// confirm it (`--ack-after-replica`): the API answers 503, and a retry
+    /// with the same idempotency key gets the stored event once the replica
+    /// confirms.
+    ReplicaUnconfirmed(String),
     /// Anything else SQLite reported, with what was being attempted.
     Sqlite {
         context: &'static str,
@@ -65,6 +93,9 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Unavailable(why) => write!(f, "storage unavailable: {why}"),
+            StoreError::ReplicaUnconfirmed(why) => {
+                write!(f, "committed here, not confirmed on the replica: {why}")
+            }
             StoreError::Sqlite { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -151,10 +182,34 @@ fn tighten(db: &Path) {
     }
 }
 
-/// Opens the read-write connection, creating the file (mode 0600) and
-/// applying migrations. `serve` gives it to the writer thread; the CLI uses
-/// one for its own short writes.
+/// Opens the CLI's read-write connection for its own short writes: like
+/// `serve`'s, but it never checkpoints (whoever else has the database open,
+/// `serve` or Litestream, checkpoints; closing the last connection does it
+/// otherwise). Its VACUUM at open is the one-off conversion of a file made
+/// before incremental vacuum, which only a file without its WAL would need.
 pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = open_writer_for(path, Replication::None)?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint=0")
+        .context("turning automatic checkpoints off")?;
+    Ok(conn)
+}
+
+/// Whether Litestream has replicated this database: its tables
+/// (`_litestream_seq`, `_litestream_lock`) are in the file.
+pub fn has_litestream_tables(conn: &Connection) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name LIKE '\\_litestream\\_%' ESCAPE '\\'",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .context("looking for Litestream's tables")
+}
+
+/// Opens the read-write connection, creating the file (mode 0600) and
+/// applying migrations. `serve` gives it to the writer thread; under
+/// Litestream it never checkpoints (see the module doc).
+pub fn open_writer_for(path: &Path, replication: Replication) -> Result<Connection, StoreError> {
     create_private(path)?;
     let mut conn = Connection::open_with_flags(
         path,
@@ -165,7 +220,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .context("setting busy timeout")?;
     // Before WAL mode: switching to WAL writes the file's first page, after
     // which auto_vacuum changes only with a VACUUM.
-    incremental_vacuum(&conn)?;
+    incremental_vacuum(&conn, replication)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
         .context("switching to WAL mode")?;
@@ -179,6 +234,12 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA foreign_keys=ON;",
     )
     .context("setting writer pragmas")?;
+    if replication == Replication::Litestream {
+        // A checkpoint of ours could move WAL frames into the database
+        // before Litestream has copied them; it checkpoints itself.
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0")
+            .context("turning automatic checkpoints off for Litestream")?;
+    }
     conn.set_prepared_statement_cache_capacity(64);
     schema::migrate(&mut conn)?;
     Ok(conn)
@@ -188,11 +249,25 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 /// a batch at a time (retention prunes, then `PRAGMA incremental_vacuum`).
 /// A new database gets it before its first table; one made before this
 /// setting is rewritten once with `VACUUM`.
-fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+///
+/// Under Litestream the conversion is skipped with a warning: an in-place
+/// `VACUUM` rewrites every page behind Litestream's back. Retention still
+/// deletes; the file just does not shrink.
+fn incremental_vacuum(conn: &Connection, replication: Replication) -> Result<(), StoreError> {
     let mode: i64 = conn
         .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
         .context("reading auto_vacuum")?;
     if mode == 2 {
+        return Ok(());
+    }
+    if replication == Replication::Litestream && schema::version(conn)? > 0 {
+        log::warn!(
+            "this database predates incremental vacuum and is replicated by Litestream, so it is \
+             not converted (a VACUUM would rewrite it behind Litestream): pruned space is reused \
+             but not returned to the file system. To convert it, stop Litestream and hookbox, \
+             run `hookbox serve` once without --litestream and stop it, then start both again \
+             (Litestream takes a new snapshot)"
+        );
         return Ok(());
     }
     conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")
@@ -260,5 +335,41 @@ impl ReadPool {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn autocheckpoint(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_litestream_mode_and_the_cli_turn_automatic_checkpoints_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hookbox.db");
+        assert_eq!(
+            autocheckpoint(&open_writer_for(&db, Replication::None).unwrap()),
+            1000
+        );
+        assert_eq!(
+            autocheckpoint(&open_writer_for(&db, Replication::Litestream).unwrap()),
+            0
+        );
+        assert_eq!(autocheckpoint(&open_writer(&db).unwrap()), 0);
+        let conn = open_writer(&db).unwrap();
+        assert!(!has_litestream_tables(&conn).unwrap());
+        conn.execute_batch("CREATE TABLE _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER)")
+            .unwrap();
+        assert!(has_litestream_tables(&conn).unwrap());
+        for conn in [open_reader(&db).unwrap(), open_writer(&db).unwrap()] {
+            let ms: i64 = conn
+                .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(ms, BUSY_TIMEOUT.as_millis() as i64);
+        }
     }
 }

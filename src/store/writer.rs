@@ -14,6 +14,11 @@
 //! event is fanned out to exactly the webhooks that exist in the transaction
 //! order, with no read of the webhooks table per event.
 //!
+//! Under Litestream (`--litestream`) it never checkpoints: not at stop
+//! either (see `store/mod.rs`). With `--ack-after-replica` a committed
+//! batch's answers go to the `replica` thread (`replica.rs`), which answers
+//! them once Litestream confirms the commit on the replica.
+//!
 //! It must not know HTTP; it answers with plain results and [`StoreError`].
 
 use std::thread;
@@ -27,9 +32,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::audit::{self, Actor};
 use super::events::{self, Attempt, DeliveryStatus, Event, EventType};
 use super::monitoring;
+use super::replica::{Confirmer, ReplicaConfig};
 use super::tokens::{self, Token};
 use super::webhooks::{self, Patch, Webhook};
-use super::{Context, StoreError};
+use super::{Context, Replication, StoreError};
 use crate::catalog::Filter;
 use crate::clock;
 use crate::ids::{self, Kind};
@@ -156,6 +162,15 @@ impl WriteOp {
                 | WriteOp::Prune { .. }
                 | WriteOp::Shutdown
         )
+    }
+
+    /// Whether the answer waits for the replica with `--ack-after-replica`:
+    /// every answer the API gives a client for a change. Not `Ping` (the
+    /// health check and the watchdog ask whether the local database takes
+    /// commits; a replica outage must not get hookbox restarted) nor alerts
+    /// (the alerts thread's own bookkeeping).
+    fn answered_after_replica(&self) -> bool {
+        self.answered_as_durable() && !matches!(self, WriteOp::Ping { .. } | WriteOp::Alert { .. })
     }
 }
 
@@ -448,6 +463,10 @@ pub struct WriterConfig {
     /// A webhook whose every attempt failed for this long is disabled.
     pub disable_after_ms: i64,
     pub wakeups: Arc<Wakeups>,
+    /// Under Litestream the writer never checkpoints.
+    pub replication: Replication,
+    /// With `--ack-after-replica`: how to ask Litestream for confirmation.
+    pub ack_after_replica: Option<ReplicaConfig>,
 }
 
 /// Starts the writer thread on `conn`. It stops when every handle is
@@ -457,6 +476,11 @@ pub fn spawn(
     config: WriterConfig,
 ) -> Result<(WriterHandle, thread::JoinHandle<()>), StoreError> {
     let subscriptions = Subscriptions::load(&conn)?;
+    let confirmer = config
+        .ack_after_replica
+        .clone()
+        .map(Confirmer::spawn)
+        .transpose()?;
     let (tx, rx) = bounded(QUEUE_BOUND);
     let handle = thread::Builder::new()
         .name("writer".into())
@@ -468,6 +492,7 @@ pub fn spawn(
                 wake_work: false,
                 wake_webhooks: false,
                 sync_full: true,
+                confirmer,
             }
             .run(rx)
         })
@@ -523,6 +548,9 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
     Box::new(move |commit| {
         let result = match commit {
             Ok(()) => result,
+            Err(StoreError::ReplicaUnconfirmed(why)) => {
+                Err(StoreError::ReplicaUnconfirmed(why.clone()))
+            }
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         };
         // The caller may have gone away (client disconnected); nothing to do.
@@ -539,6 +567,8 @@ struct Writer {
     wake_webhooks: bool,
     /// Whether the connection is at `synchronous=FULL` (it opens so).
     sync_full: bool,
+    /// With `--ack-after-replica`, the `replica` thread.
+    confirmer: Option<Confirmer>,
 }
 
 impl Writer {
@@ -561,15 +591,30 @@ impl Writer {
             }
             self.commit_batch(&mut batch);
         }
-        // Leave the database file complete on its own (a backup is one file).
-        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-            log::warn!("checkpointing the WAL at stop: {e}");
+        if let Some(confirmer) = self.confirmer.take() {
+            confirmer.stop();
+        }
+        match self.config.replication {
+            // Leave the database file complete on its own (a backup is one
+            // file).
+            Replication::None => {
+                if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                    log::warn!("checkpointing the WAL at stop: {e}");
+                }
+            }
+            // Litestream checkpoints once it has copied the WAL; a TRUNCATE
+            // of ours would only wait out the busy timeout on its read lock.
+            Replication::Litestream => {
+                log::info!("leaving the WAL to Litestream (--litestream): no checkpoint at stop");
+            }
         }
         log::debug!("writer stopped: every handle is gone");
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        // With --ack-after-replica, the answers that wait for the replica.
+        let mut after_replica: Vec<Completion> = Vec::new();
         self.set_sync(batch.iter().any(WriteOp::answered_as_durable));
         let began = self
             .conn
@@ -595,7 +640,13 @@ impl Writer {
                 completions.push(self.refuse(op));
                 continue;
             }
-            completions.push(self.apply_in_savepoint(op));
+            let waits = self.confirmer.is_some() && op.answered_after_replica();
+            let completion = self.apply_in_savepoint(op);
+            if waits {
+                after_replica.push(completion);
+            } else {
+                completions.push(completion);
+            }
             lost = self.conn.is_autocommit();
         }
         let committed = if lost {
@@ -624,6 +675,18 @@ impl Writer {
         self.wake_webhooks = false;
         for c in completions {
             c(commit);
+        }
+        if after_replica.is_empty() {
+            return;
+        }
+        match (&self.confirmer, commit) {
+            // Committed and fsynced: now the replica.
+            (Some(confirmer), Ok(())) => confirmer.confirm(after_replica),
+            _ => {
+                for c in after_replica {
+                    c(commit);
+                }
+            }
         }
     }
 
