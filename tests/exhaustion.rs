@@ -12,9 +12,10 @@
 //!
 //! Also: requests two parsers could read differently (two `Authorization`
 //! headers, HTTP/1.0 with chunked framing, a NUL in a header, an over-long
-//! chunk size line) get a 400 with the error shape; `--api-allow` governs
-//! `/healthz` and the dashboard; and no request body reaches the log, not
-//! even with `RUST_LOG=trace`.
+//! chunk size line, a control character or stray whitespace in one) get a
+//! 400 with the error shape; `--api-allow` governs `/healthz` and the
+//! dashboard; and no request body reaches the log, not even with
+//! `RUST_LOG=trace`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -417,7 +418,7 @@ fn two_authorization_headers_are_refused_400_whichever_comes_first() {
 }
 
 #[test]
-fn http_1_0_with_chunked_framing_a_nul_in_a_header_and_an_over_long_chunk_size_line_get_400_with_the_error_shape()
+fn http_1_0_with_chunked_framing_a_nul_in_a_header_and_malformed_chunk_size_lines_get_400_with_the_error_shape()
  {
     let server = Server::start();
     let token = &server.token;
@@ -480,6 +481,26 @@ fn http_1_0_with_chunked_framing_a_nul_in_a_header_and_an_over_long_chunk_size_l
             .into_bytes(),
             "too large",
         ),
+        (
+            "a NUL in a chunk extension",
+            format!(
+                "{}1f;a\0b\r\n{}\r\n0\r\n\r\n",
+                head("HTTP/1.1", "Transfer-Encoding: chunked\r\n"),
+                "x".repeat(0x1f)
+            )
+            .into_bytes(),
+            "control character",
+        ),
+        (
+            "whitespace after a chunk size without an extension",
+            format!(
+                "{}1f  \r\n{}\r\n0\r\n\r\n",
+                head("HTTP/1.1", "Transfer-Encoding: chunked\r\n"),
+                "x".repeat(0x1f)
+            )
+            .into_bytes(),
+            "whitespace",
+        ),
     ];
     for (what, raw, says) in cases {
         let r = exchange(&server, &raw);
@@ -497,6 +518,16 @@ fn http_1_0_with_chunked_framing_a_nul_in_a_header_and_an_over_long_chunk_size_l
         head("HTTP/1.1", "Transfer-Encoding: chunked\r\n")
     );
     assert_eq!(exchange(&server, ok.as_bytes()).status, 202);
+    // So is one with extensions (bare, valued, quoted, after whitespace),
+    // an extension on the last chunk, and trailers.
+    let (first, rest) = body.split_at(10);
+    let extended = format!(
+        "{}a ;a;b=1;q=\"x; y\"\r\n{first}\r\n{:x}\t;c\r\n{rest}\r\n0;end\r\nX-Sum: 1\r\nX-Other: 2\r\n\r\n",
+        head("HTTP/1.1", "Transfer-Encoding: chunked\r\n"),
+        rest.len()
+    );
+    let r = exchange(&server, extended.as_bytes());
+    assert_eq!(r.status, 202, "{}", r.text());
 }
 
 // -------------------------------------------------------------- allowlists
