@@ -211,7 +211,7 @@ mod tests {
     fn framing(input: &[u8]) -> String {
         let e = decode(input).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
-        assert!(e.get_ref().is_some_and(|inner| inner.is::<Framing>()), "{e}");
+        assert!(e.get_ref().is_some_and(|inner| inner.is::<Framing>()), "{}", e);
         e.to_string()
     }
 
@@ -252,12 +252,12 @@ mod tests {
         for line in [&b"1f;a\0b"[..], b"1\0", b"\x001", b"1;q=\"\x7f\"", b"1;\x1b"] {
             let input = [line, b"\r\n"].concat();
             let message = framing(&input);
-            assert!(message.contains("control character"), "{line:?}: {message}");
+            assert!(message.contains("control character"), "{:?}: {}", line, message);
         }
         for line in [&b"1f  "[..], b"1\t", b"1 "] {
             let input = [line, b"\r\nz\r\n0\r\n\r\n"].concat();
             let message = framing(&input);
-            assert!(message.contains("whitespace"), "{line:?}: {message}");
+            assert!(message.contains("whitespace"), "{:?}: {}", line, message);
         }
         // Whitespace before the size is not BWS.
         assert!(framing(b" 1\r\n").contains("hexadecimal"));
