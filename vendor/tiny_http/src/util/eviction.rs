@@ -20,10 +20,16 @@
 //!
 //! The evicted connection's socket is shut down (both ways) from the accept
 //! thread; its own thread sees end of file, or a failed read, and ends,
-//! giving the slot back, within microseconds. Until then it still counts
-//! as open, so the number open may exceed `max_connections` by the
-//! evictions in flight, which are at most [`MAX_EVICTING`]: beyond that a
-//! new connection is refused, as if none were idle.
+//! giving the slot back, within microseconds of getting a CPU. Until then
+//! it still counts as open, so the number open may exceed
+//! `max_connections` by the evictions in flight, which are at most
+//! [`MAX_EVICTING`]. With that many in flight, the accept thread waits (up
+//! to [`EVICTION_WAIT`]) for one to end before it evicts again — new
+//! connections wait in the listen backlog meanwhile, so accepting is paced
+//! by how fast evicted threads end — and only then refuses the new one.
+//! (On two busy cores, 16 attacker threads reconnecting as fast as they
+//! could had more than 8 evictions in flight at times; refusing then turned
+//! away real clients.)
 //!
 //! The scan runs only when the server is full; below the cap, room costs
 //! one uncontended lock. Lock order: the registry, then a deadline (the
@@ -31,20 +37,25 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::util::admission::key;
 use crate::util::{Closer, RequestDeadline};
 
 /// At most this many evicted connections may be winding down at once, so
 /// the number open stays within `max_connections + MAX_EVICTING`.
-pub(crate) const MAX_EVICTING: usize = 8;
+pub(crate) const MAX_EVICTING: usize = 16;
+/// How long a new connection may wait, on the accept thread, for an
+/// eviction in flight to wind down when `MAX_EVICTING` are.
+pub(crate) const EVICTION_WAIT: Duration = Duration::from_millis(100);
 
 /// Every open connection, by peer.
 pub(crate) struct Registry {
     limit: usize,
     inner: Mutex<Inner>,
+    /// Signalled when an evicted connection has ended.
+    wound_down: Condvar,
 }
 
 #[derive(Default)]
@@ -89,6 +100,7 @@ impl Registry {
         Arc::new(Registry {
             limit,
             inner: Mutex::new(Inner::default()),
+            wound_down: Condvar::new(),
         })
     }
 
@@ -106,11 +118,22 @@ impl Registry {
     /// connection is registered.
     pub(crate) fn make_room(&self) -> Room {
         let mut inner = self.inner();
-        if inner.open - inner.evicting < self.limit {
-            return Room::Free;
-        }
-        if inner.evicting >= MAX_EVICTING {
-            return Room::Full;
+        let until = Instant::now() + EVICTION_WAIT;
+        loop {
+            if inner.open - inner.evicting < self.limit {
+                return Room::Free;
+            }
+            if inner.evicting < MAX_EVICTING {
+                break;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Room::Full;
+            }
+            inner = match self.wound_down.wait_timeout(inner, left) {
+                Ok((inner, _)) => inner,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
         // Peers by connections held, most first; within the first group of
         // equals that has an idle connection, the one idle the longest.
@@ -221,6 +244,7 @@ impl Drop for Registered {
         inner.open -= 1;
         if entry.evicted {
             inner.evicting -= 1;
+            self.registry.wound_down.notify_all();
         }
     }
 }
@@ -231,7 +255,6 @@ mod tests {
     use crate::connection::Connection;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
-    use std::time::Duration;
 
     /// A registered connection, and the client's end of its socket.
     struct Open {
@@ -362,11 +385,21 @@ mod tests {
             assert!(matches!(registry.make_room(), Room::Evicted(_)));
             held.push(open(&registry, "192.0.2.1"));
         }
-        // Every new one is idle, but MAX_EVICTING are winding down.
+        // Every new one is idle, but MAX_EVICTING are winding down: after
+        // waiting for one to end, none did.
+        let started = Instant::now();
         assert_eq!(registry.make_room(), Room::Full);
+        assert!(started.elapsed() >= EVICTION_WAIT);
         assert_eq!(registry.counts().0, 1 + MAX_EVICTING);
-        drop(first);
+        // One ending while it waits makes room for another eviction.
+        let ends = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            drop(first);
+        });
+        let started = Instant::now();
         assert!(matches!(registry.make_room(), Room::Evicted(_)));
+        assert!(started.elapsed() < EVICTION_WAIT);
+        ends.join().unwrap();
     }
 
     #[test]
