@@ -8,7 +8,12 @@
 //! API within 100 ms at the 99th percentile; and the log shows a summary
 //! with a count instead of a line per refused connection. The attacker
 //! connects from 127.0.0.2 (Linux routes all of 127.0.0.0/8 to `lo`), with
-//! a socket bound to that source before `connect` (rustix).
+//! a socket bound to that source before `connect` (rustix). Nor must many
+//! addresses, each within its cap: 16 of them holding 128 kept-alive
+//! connections each (2,048 against 1,024 slots) that sent a request and
+//! idle, re-sent now and then, while reconnecting — idle connections are
+//! closed to make room, requests mid-read never, and the server's file
+//! descriptors stay at three per slot.
 //!
 //! Also: requests two parsers could read differently (two `Authorization`
 //! headers, HTTP/1.0 with chunked framing, a NUL in a header, an over-long
