@@ -9,7 +9,9 @@
 //! Before any of that, at accept ([`connection_limits`]): a peer that no
 //! allowlist could admit is closed at once with a canned 403; one address
 //! may hold at most `--max-connections-per-client` connections; a new
-//! connection must send its first byte within `--first-byte-timeout`.
+//! connection must send its first byte within `--first-byte-timeout`; with
+//! all [`MAX_CONNECTIONS`] slots taken, an idle connection of the address
+//! holding the most is closed to admit a new one.
 //! Those refusals, and failed accepts, are logged rate-limited
 //! ([`crate::logging::Limited`]); the summaries are flushed at [`drain`].
 //!
@@ -86,7 +88,10 @@ pub struct State {
 /// (mid-request or idle between keep-alive requests) is disconnected.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connections open at once; each holds a thread of tiny_http's pool.
+/// Connections open at once; each holds a thread of tiny_http's pool and
+/// three file descriptors (two over TLS). When all are taken, an idle one
+/// makes room for a new one; up to 8 more may be open while evicted ones
+/// wind down.
 pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Refused connections and failed accepts are logged at most once per this
@@ -108,6 +113,11 @@ static SERVER_FULL: Limited = Limited::new(
     "connections refused at accept with every connection slot taken",
     EDGE_LOG_EVERY,
 );
+static EVICTED_IDLE: Limited = Limited::new(
+    module_path!(),
+    "idle connections closed at accept to admit new ones with every slot taken",
+    EDGE_LOG_EVERY,
+);
 static ACCEPT_FAILED: Limited = Limited::new(module_path!(), "failed accepts", EDGE_LOG_EVERY);
 static BUDGET_SPENT: Limited = Limited::new(
     module_path!(),
@@ -118,10 +128,11 @@ static RECV_FAILED: Limited =
     Limited::new(module_path!(), "failures taking a request", EDGE_LOG_EVERY);
 
 /// Every rate-limited line of the HTTP edge, for [`flush_edge_logs`].
-static EDGE_LOGS: [&Limited; 6] = [
+static EDGE_LOGS: [&Limited; 7] = [
     &NOT_ADMITTED,
     &PEER_FULL,
     &SERVER_FULL,
+    &EVICTED_IDLE,
     &ACCEPT_FAILED,
     &BUDGET_SPENT,
     &RECV_FAILED,
@@ -227,6 +238,13 @@ fn log_accept_event(event: &tiny_http::AcceptEvent<'_>) {
         AcceptEvent::ServerFull { limit } => SERVER_FULL.log(
             log::Level::Warn,
             format_args!("refused a connection at accept: {limit} are open"),
+        ),
+        AcceptEvent::EvictedIdle { peer, limit } => EVICTED_IDLE.log(
+            log::Level::Warn,
+            format_args!(
+                "closed an idle connection from {} to admit a new one: {limit} are open",
+                peer.map_or("a local socket".to_owned(), |p| p.to_string())
+            ),
         ),
         AcceptEvent::AcceptFailed(e) => ACCEPT_FAILED.log(
             log::Level::Error,

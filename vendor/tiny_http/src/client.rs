@@ -99,10 +99,10 @@ impl ClientConnection {
         mut read_socket: RefinedTcpStream,
         preread: std::sync::Arc<crate::util::Preread>,
         deadline: std::sync::Arc<crate::util::RequestDeadline>,
+        closer: Option<std::sync::Arc<crate::util::Closer>>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
-        let closer = read_socket.closer().map(std::sync::Arc::new);
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();

@@ -280,22 +280,6 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// hookbox patch: counts a connection as open while it lives.
-struct ConnectionCount(Arc<std::sync::atomic::AtomicUsize>);
-
-impl ConnectionCount {
-    fn new(count: Arc<std::sync::atomic::AtomicUsize>) -> ConnectionCount {
-        count.fetch_add(1, Relaxed);
-        ConnectionCount(count)
-    }
-}
-
-impl Drop for ConnectionCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
 /// Configuration of the server for SSL.
 #[derive(Debug, Clone)]
 pub struct SslConfig {
@@ -447,7 +431,10 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // hookbox patch: every open connection, so that an idle one can
+        // make room for a new one when all slots are taken
+        // (`util::eviction`).
+        let registry = util::Registry::new(limits.max_connections);
         // hookbox patch: one read-ahead policy, and one budget, for all
         // connections (`util::preread`).
         let preread = Arc::new(util::Preread {
@@ -489,14 +476,6 @@ impl Server {
                         continue;
                     }
                 }
-                // hookbox patch: at most `max_connections` at once; one
-                // more is closed at once rather than given a thread.
-                if open_connections.load(Relaxed) >= limits.max_connections {
-                    report(AcceptEvent::ServerFull {
-                        limit: limits.max_connections,
-                    });
-                    continue;
-                }
                 let exempt = |ip: IpAddr| limits.per_peer_exempt.as_ref().is_some_and(|f| f(ip));
                 let peer_slot = match peer {
                     Some(ip) if limits.max_per_peer < usize::MAX && !exempt(ip) => {
@@ -513,6 +492,37 @@ impl Server {
                     }
                     _ => None,
                 };
+                // hookbox patch: at most `max_connections` at once. When
+                // all are taken, an idle one (of the peer holding the
+                // most) is closed to make room; only if none is idle is
+                // the new one closed at once rather than given a thread.
+                // (After the per-peer cap, so that nothing is evicted for
+                // a connection that cap refuses.)
+                match registry.make_room() {
+                    util::Room::Free => {}
+                    util::Room::Evicted(evicted) => report(AcceptEvent::EvictedIdle {
+                        peer: evicted,
+                        limit: registry.limit(),
+                    }),
+                    util::Room::Full => {
+                        report(AcceptEvent::ServerFull {
+                            limit: registry.limit(),
+                        });
+                        continue;
+                    }
+                }
+                // hookbox patch: a handle to shut the socket down from
+                // another thread — to evict it, or when a request is
+                // dropped with its body unread (`util::body_guard`) — shared
+                // by both, so that it costs one descriptor.
+                let closer = match sock.try_clone() {
+                    Ok(clone) => Arc::new(util::Closer::new(clone)),
+                    Err(e) => {
+                        report(AcceptEvent::AcceptFailed(&e));
+                        thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                };
 
                 let new_client = {
                     use util::{RefinedTcpStream, RequestDeadline, TimedConnection};
@@ -527,6 +537,7 @@ impl Server {
                         limits.first_byte_timeout,
                     );
                     let sock = TimedConnection::new(sock, deadline.clone());
+                    let registered = registry.register(peer, deadline.clone(), closer.clone());
                     let halves = match ssl {
                         None => RefinedTcpStream::new(sock),
                         #[cfg(feature = "ssl-rustls")]
@@ -545,22 +556,23 @@ impl Server {
                     };
 
                     halves.map(|(read_closable, write_closable)| {
-                        ClientConnection::new(
+                        let client = ClientConnection::new(
                             write_closable,
                             read_closable,
                             preread.clone(),
                             deadline,
-                        )
+                            Some(closer),
+                        );
+                        (client, registered)
                     })
                 };
 
                 match new_client {
-                    Ok(client) => {
+                    Ok((client, registered)) => {
                         let messages = inside_messages.clone();
-                        let open = ConnectionCount::new(open_connections.clone());
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
-                            let _open = &open;
+                            let _registered = &registered;
                             let _peer_slot = &peer_slot;
                             if let Some(client) = client.take() {
                                 // hookbox patch: every connection, not only

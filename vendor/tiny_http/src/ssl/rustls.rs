@@ -3,12 +3,13 @@
 //! and no second crypto backend), reading PEM with rustls' own pki-types.
 //! Errors are returned, never panics: a bad key or certificate file is an
 //! error at start-up. The stream runs over a [`TimedConnection`], so the
-//! request deadline also bounds the TLS handshake, and it can hand out a
-//! [`Closer`] for the socket under it, so an abandoned body ends a TLS
-//! connection as it ends a plain one.
+//! request deadline also bounds the TLS handshake. The `Closer` that ends
+//! a connection from another thread (an abandoned body, an eviction) is a
+//! duplicate of the socket under the session, taken at accept, so those
+//! end a TLS connection as they end a plain one.
 
 use crate::util::refined_tcp_stream::Stream as RefinedStream;
-use crate::util::{Closer, TimedConnection};
+use crate::util::TimedConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::error::Error;
@@ -51,12 +52,6 @@ impl RustlsStream {
             }
         }
         stream.sock.connection().shutdown(how)
-    }
-
-    /// hookbox patch: a handle on the socket under the TLS session.
-    pub(crate) fn closer(&self) -> Option<Closer> {
-        let stream = self.lock().ok()?;
-        stream.sock.connection().try_clone().ok().map(Closer::new)
     }
 }
 

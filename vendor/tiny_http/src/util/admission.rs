@@ -10,15 +10,18 @@
 //! 1. the peer filter (`ConnectionLimits::admit`): a peer it refuses is
 //!    written `ConnectionLimits::refusal` (plain HTTP only, without
 //!    waiting: one non-blocking write) and closed;
-//! 2. the server-wide cap (`max_connections`);
-//! 3. the per-peer cap (`max_per_peer`), counted per client address (IPv6:
+//! 2. the per-peer cap (`max_per_peer`), counted per client address (IPv6:
 //!    per /64, the block one host is usually given), except for peers the
 //!    exemption filter names (a reverse proxy carries many clients on one
-//!    address).
+//!    address);
+//! 3. the server-wide cap (`max_connections`): when every slot is taken, an
+//!    idle connection is closed to make room (`util::eviction`), and only
+//!    if none is idle is the new one refused.
 //!
-//! Each refusal is reported to `ConnectionLimits::on_accept_event`, so that
-//! the application logs it (hookbox: rate-limited) instead of this crate
-//! writing a line per connection.
+//! Each refusal, and each eviction, is reported to
+//! `ConnectionLimits::on_accept_event`, so that the application logs it
+//! (hookbox: rate-limited) instead of this crate writing a line per
+//! connection.
 
 use std::collections::HashMap;
 use std::io::Error as IoError;
@@ -29,15 +32,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// `ConnectionLimits::admit` and `ConnectionLimits::per_peer_exempt`).
 pub type PeerFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
-/// hookbox patch: what the accept loop did not let through.
+/// hookbox patch: what the accept loop did not let through, or closed to
+/// let a connection through.
 #[derive(Debug)]
 pub enum AcceptEvent<'a> {
     /// The peer filter refused this address.
     NotAdmitted(IpAddr),
     /// This address already holds `max_per_peer` connections.
     PeerFull { peer: IpAddr, limit: usize },
-    /// The server already holds `max_connections` connections.
+    /// The server already holds `max_connections` connections, none of
+    /// them idle (or too many evictions are still winding down).
     ServerFull { limit: usize },
+    /// The server held `max_connections` connections, so an idle one from
+    /// `peer` (`None`: a Unix socket) was closed to make room for the new
+    /// one (`util::eviction`).
+    EvictedIdle { peer: Option<IpAddr>, limit: usize },
     /// `accept()` itself failed (for example EMFILE).
     AcceptFailed(&'a IoError),
 }
@@ -118,7 +127,7 @@ impl Drop for PeerSlot {
 
 /// What a peer is counted as: its IPv4 address (an IPv4-mapped IPv6 peer
 /// too), or its IPv6 /64.
-fn key(peer: IpAddr) -> IpAddr {
+pub(crate) fn key(peer: IpAddr) -> IpAddr {
     match peer.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {

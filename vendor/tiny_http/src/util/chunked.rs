@@ -6,7 +6,8 @@
 //! reports every malformed body as `InvalidInput`, which ended the
 //! connection without an answer. This one bounds the size line (extensions
 //! included) and the trailer, refuses sizes that do not fit in a `usize` and
-//! anything that is not `HEXDIG[;ext]CRLF`, and reports malformed framing as
+//! anything that is not `HEXDIG [BWS ;ext] CRLF` (a control character
+//! anywhere in the line included), and reports malformed framing as
 //! `InvalidData` carrying a [`Framing`] error, which the connection answers
 //! 400 with a message that says what was wrong.
 
@@ -108,14 +109,28 @@ impl<R: Read> ChunkedDecoder<R> {
             MAX_CHUNK_LINE,
             Framing("a chunk size line is longer than 1 KiB"),
         )?;
+        // Parsers disagree on control characters (a NUL ends a C string),
+        // so none may appear, in the size or its extensions (HTAB is
+        // whitespace, allowed around them).
+        if line.iter().any(|b| b.is_ascii_control() && *b != b'\t') {
+            return Err(Framing("a chunk size line holds a control character").error());
+        }
+        // RFC 9112 section 7.1.1: `chunk-size [ BWS ";" ext ]`; whitespace
+        // after the size only before an extension.
         let size = match line.iter().position(|b| *b == b';') {
-            Some(semicolon) => &line[..semicolon],
+            Some(semicolon) => {
+                let size = &line[..semicolon];
+                match size.iter().rposition(|b| !matches!(b, b' ' | b'\t')) {
+                    Some(last) => &size[..=last],
+                    None => &size[..0],
+                }
+            }
+            None if line.last().is_some_and(|b| matches!(b, b' ' | b'\t')) => {
+                return Err(
+                    Framing("a chunk size is followed by whitespace without an extension").error(),
+                );
+            }
             None => &line[..],
-        };
-        // RFC 9112 allows whitespace before the extensions only.
-        let size = match size.iter().rposition(|b| !matches!(b, b' ' | b'\t')) {
-            Some(last) => &size[..=last],
-            None => &size[..0],
         };
         let bad = Framing("a chunk size is not a hexadecimal number");
         if size.is_empty() || !size.iter().all(u8::is_ascii_hexdigit) {
@@ -196,18 +211,22 @@ mod tests {
     fn framing(input: &[u8]) -> String {
         let e = decode(input).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
-        assert!(e.get_ref().is_some_and(|inner| inner.is::<Framing>()), "{e}");
+        assert!(e.get_ref().is_some_and(|inner| inner.is::<Framing>()), "{}", e);
         e.to_string()
     }
 
     #[test]
     fn well_formed_bodies_decode() {
-        let table: [(&[u8], &[u8]); 5] = [
+        let table: [(&[u8], &[u8]); 9] = [
             (b"3\r\nhel\r\nb\r\nlo world!!!\r\n0\r\n\r\n", b"hello world!!!"),
             (b"0\r\n\r\n", b""),
             (b"A;name=value\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
             (b"2 ;x\r\nab\r\n0\r\nX-Trailer: 1\r\n\r\n", b"ab"),
             (b"00000001\r\nz\r\n0\r\n\r\n", b"z"),
+            (b"1\t;a=1;b\r\nz\r\n0\r\n\r\n", b"z"),
+            (b"1;q=\"a; \\\"b\"\r\nz\r\n0\r\n\r\n", b"z"),
+            (b"1;q=\"tab\tin\"\r\nz\r\n0;last=1\r\n\r\n", b"z"),
+            (b"0;ext\r\nX-A: 1\r\nX-B: 2\r\n\r\n", b""),
         ];
         for (input, body) in table {
             assert_eq!(decode(input).unwrap(), body, "{:?}", String::from_utf8_lossy(input));
@@ -230,6 +249,18 @@ mod tests {
         let trailer = [b"0\r\nX: ".as_slice(), &b"y".repeat(9000), b"\r\n\r\n"].concat();
         assert!(framing(&trailer).contains("trailer"));
         assert!(framing(b"0\r\nX: \0\r\n\r\n").contains("control"));
+        for line in [&b"1f;a\0b"[..], b"1\0", b"\x001", b"1;q=\"\x7f\"", b"1;\x1b"] {
+            let input = [line, b"\r\n"].concat();
+            let message = framing(&input);
+            assert!(message.contains("control character"), "{:?}: {}", line, message);
+        }
+        for line in [&b"1f  "[..], b"1\t", b"1 "] {
+            let input = [line, b"\r\nz\r\n0\r\n\r\n"].concat();
+            let message = framing(&input);
+            assert!(message.contains("whitespace"), "{:?}: {}", line, message);
+        }
+        // Whitespace before the size is not BWS.
+        assert!(framing(b" 1\r\n").contains("hexadecimal"));
     }
 
     #[test]

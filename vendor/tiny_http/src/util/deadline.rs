@@ -23,6 +23,14 @@
 //! until the connection waits for its next request. A read that runs into
 //! the deadline fails with `ErrorKind::TimedOut`; so does a read timeout of
 //! the socket itself (which std reports as `WouldBlock` on Unix).
+//!
+//! The phase also tells whether a connection is idle — waiting for its
+//! next request, or a new one before its first byte — which is what the
+//! accept loop may close to make room when every slot is taken
+//! (`util::eviction`). Deciding that a connection is idle and marking it
+//! evicted happen under one lock ([`RequestDeadline::evict_if_idle`]), so
+//! a connection seen mid-request is never chosen, and once marked, every
+//! further read on it fails at once.
 
 use std::io::{Error as IoError, ErrorKind, Read, Result as IoResult, Write};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,6 +56,11 @@ struct State {
     phase: Phase,
     /// The read timeout last set on the socket.
     applied: Option<Duration>,
+    /// Since when the connection has been idle (accept, or the end of its
+    /// last request), while `phase` is `Waiting` or `FirstByte`.
+    idle_since: Instant,
+    /// Closed to make room for another connection: reads fail.
+    evicted: bool,
 }
 
 /// The deadline of the request a connection is reading. Shared by the
@@ -87,6 +100,8 @@ impl RequestDeadline {
             state: Mutex::new(State {
                 phase,
                 applied: idle,
+                idle_since: now,
+                evicted: false,
             }),
         })
     }
@@ -101,8 +116,9 @@ impl RequestDeadline {
     /// request's clock has been running since accept.)
     pub(crate) fn expect_request(&self) {
         let mut state = self.state();
-        if self.limit.is_some() && state.phase == Phase::Off {
+        if state.phase == Phase::Off {
             state.phase = Phase::Waiting;
+            state.idle_since = Instant::now();
         }
     }
 
@@ -112,6 +128,7 @@ impl RequestDeadline {
         let mut state = self.state();
         match (state.phase, self.limit) {
             (Phase::Waiting, Some(limit)) => state.phase = Phase::Until(Instant::now() + limit),
+            (Phase::Waiting, None) => state.phase = Phase::Off,
             (Phase::FirstByte { then, .. }, _) => {
                 state.phase = then.map_or(Phase::Off, Phase::Until);
             }
@@ -124,10 +141,43 @@ impl RequestDeadline {
         self.state().phase = Phase::Off;
     }
 
+    /// Since when the connection has been idle — waiting for its next
+    /// request, or new and without a first byte yet — or `None` if it is
+    /// reading or answering a request, or already evicted. (Without a
+    /// first-byte deadline, a new connection counts as reading its first
+    /// request from accept.)
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        let state = self.state();
+        match state.phase {
+            _ if state.evicted => None,
+            Phase::Waiting | Phase::FirstByte { .. } => Some(state.idle_since),
+            Phase::Off | Phase::Until(_) => None,
+        }
+    }
+
+    /// Marks the connection evicted if it is idle now, so that it can be
+    /// closed without cutting a request short; `true` if it was. From then
+    /// on every read fails.
+    pub(crate) fn evict_if_idle(&self) -> bool {
+        let mut state = self.state();
+        let idle = matches!(state.phase, Phase::Waiting | Phase::FirstByte { .. });
+        if idle && !state.evicted {
+            state.evicted = true;
+            return true;
+        }
+        false
+    }
+
     /// Before a read: fails if the deadline has passed; otherwise returns
     /// the read timeout to set on the socket, if it must change.
     fn before_read(&self) -> IoResult<Option<Option<Duration>>> {
         let mut state = self.state();
+        if state.evicted {
+            return Err(IoError::new(
+                ErrorKind::ConnectionAborted,
+                "the idle connection was closed to make room for another",
+            ));
+        }
         let deadline = match state.phase {
             Phase::Off | Phase::Waiting => None,
             Phase::Until(deadline) => Some(deadline),
@@ -269,15 +319,47 @@ mod tests {
             Some(Duration::from_millis(500)),
         );
         let timeout = deadline.before_read().unwrap().unwrap().unwrap();
-        assert!(timeout <= Duration::from_millis(500), "{timeout:?}");
+        assert!(timeout <= Duration::from_millis(500), "{:?}", timeout);
         // The first byte: the request's own deadline, counted from accept.
         deadline.after_read(1);
         let timeout = deadline.before_read().unwrap().unwrap().unwrap();
-        assert!(timeout > Duration::from_secs(9), "{timeout:?}");
-        assert!(timeout <= Duration::from_secs(10), "{timeout:?}");
+        assert!(timeout > Duration::from_secs(9), "{:?}", timeout);
+        assert!(timeout <= Duration::from_secs(10), "{:?}", timeout);
         // A passed first-byte deadline fails the read.
         let silent = RequestDeadline::new(None, None, Some(Duration::ZERO));
         assert_eq!(silent.before_read().unwrap_err().kind(), ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn only_a_connection_between_requests_or_before_its_first_byte_is_idle() {
+        let first_byte = Some(Duration::from_secs(3));
+        let deadline = RequestDeadline::new(Some(Duration::from_secs(10)), None, first_byte);
+        let accepted = deadline.idle_since().expect("idle before its first byte");
+        deadline.after_read(1);
+        assert_eq!(deadline.idle_since(), None, "mid-request");
+        assert!(!deadline.evict_if_idle(), "evicted mid-request");
+        deadline.request_read();
+        assert_eq!(deadline.idle_since(), None, "answering");
+        assert!(!deadline.evict_if_idle(), "evicted while answering");
+        deadline.expect_request();
+        let waiting = deadline.idle_since().expect("idle between requests");
+        assert!(waiting >= accepted);
+        // Once evicted: not idle any more, not evicted twice, reads fail.
+        assert!(deadline.evict_if_idle());
+        assert_eq!(deadline.idle_since(), None);
+        assert!(!deadline.evict_if_idle());
+        let error = deadline.before_read().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ConnectionAborted);
+        // Without a first-byte deadline, a new connection reads its first
+        // request from accept; without any deadline it is idle between
+        // requests all the same.
+        let new = RequestDeadline::new(Some(Duration::from_secs(10)), None, None);
+        assert_eq!(new.idle_since(), None);
+        let unbounded = RequestDeadline::new(None, None, None);
+        unbounded.expect_request();
+        assert!(unbounded.idle_since().is_some());
+        unbounded.after_read(1);
+        assert_eq!(unbounded.idle_since(), None);
     }
 
     #[test]

@@ -124,19 +124,11 @@ impl RefinedTcpStream {
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
     }
-
-    /// hookbox patch: a handle that can end this connection from another
-    /// thread (for TLS, the socket under the session).
-    pub(crate) fn closer(&self) -> Option<Closer> {
-        match &self.stream {
-            Stream::Http(connection) => connection.connection().try_clone().ok().map(Closer),
-            #[cfg(feature = "ssl-rustls")]
-            Stream::Https(stream) => stream.closer(),
-        }
-    }
 }
 
-/// hookbox patch: ends a connection, so that its reader sees end of file.
+/// hookbox patch: ends a connection, so that its reader sees end of file:
+/// a duplicate of the accepted socket (for TLS, the socket under the
+/// session), taken at accept and shared by the body guard and eviction.
 pub(crate) struct Closer(Connection);
 
 impl Closer {
