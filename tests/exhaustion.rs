@@ -371,6 +371,8 @@ fn an_attacker_outside_api_allow_holding_2000_idle_connections_and_reconnecting_
     let log = server.log();
     let lines = lines_with(&log, "refused a connection from 127.0.0.2 at accept");
     assert_eq!(lines.len(), 1, "{}", lines.join("\n"));
+    // Under the API's target, so RUST_LOG=hookbox::api=... filters it.
+    assert!(lines[0].contains("hookbox::api"), "{}", lines[0]);
     let summary = lines_with(&log, "from addresses no allowlist admits: ");
     assert_eq!(
         summary.len(),
