@@ -270,9 +270,7 @@ fn backup_script() -> String {
             }
         }
     }
-    script
-        .replace("%%", "%")
-        .replace("/usr/local/bin/hookbox", BIN)
+    script.replace("%%", "%").replace("/usr/bin/hookbox", BIN)
 }
 
 fn run_backup_unit(db: &Path, dir: &Path, keep: &str) -> std::process::Output {
