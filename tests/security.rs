@@ -22,10 +22,7 @@ const AUDIT: &str = "/api/v1/audit-log";
 /// Creates a token through the API with the admin token; returns its JSON
 /// (with `token`).
 fn api_token(server: &Server, scope: &str, allow: Option<&[&str]>) -> Value {
-    // Names are unique among live tokens.
-    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut body = json!({"name": format!("{scope} token {n}"), "scope": scope});
+    let mut body = json!({"name": util::unique_name(&format!("{scope} token")), "scope": scope});
     if let Some(allow) = allow {
         body["allow"] = json!(allow);
     }

@@ -43,12 +43,15 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded: &[&str], trusted: &[Cidr]) -> 
 /// a dual-stack listener) counts as its IPv4 address too, and as itself, so
 /// that this lets in at least everyone the pipeline's own check does.
 pub fn may_send_body(peer: IpAddr, api_allow: &[Cidr], trust_proxy: &[Cidr]) -> bool {
+    api_allow.is_empty() || peer_in(peer, api_allow) || peer_in(peer, trust_proxy)
+}
+
+/// Whether a connection's peer is inside `nets`, tried as it is and
+/// canonicalised (an IPv4-mapped peer against IPv4 and IPv6 networks alike).
+pub fn peer_in(peer: IpAddr, nets: &[Cidr]) -> bool {
     let forms = [peer, peer.to_canonical()];
-    let inside = |nets: &[Cidr]| {
-        nets.iter()
-            .any(|net| forms.iter().any(|ip| net.contains(*ip)))
-    };
-    api_allow.is_empty() || inside(api_allow) || inside(trust_proxy)
+    nets.iter()
+        .any(|net| forms.iter().any(|ip| net.contains(*ip)))
 }
 
 /// `203.0.113.9`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443` or

@@ -212,11 +212,7 @@ pub fn admit_filter(
         return None;
     }
     let nets: Vec<Cidr> = [api_allow, trust_proxy, metrics_allow].concat();
-    Some(Arc::new(move |peer: IpAddr| {
-        let forms = [peer, peer.to_canonical()];
-        nets.iter()
-            .any(|net| forms.iter().any(|ip| net.contains(*ip)))
-    }))
+    Some(Arc::new(move |peer: IpAddr| client::peer_in(peer, &nets)))
 }
 
 /// Logs what tiny_http's accept loop refused, rate-limited per kind: under

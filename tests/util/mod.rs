@@ -223,10 +223,7 @@ impl Server {
 
     /// Creates a token of `scope` with the CLI and returns it.
     pub fn token(&self, scope: &str) -> String {
-        // Names are unique among live tokens.
-        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("test-{scope}-{n}");
+        let name = unique_name(&format!("test-{scope}"));
         let out = Command::new(BIN)
             .args(["token", "create", "--name", &name, "--scope", scope, "--db"])
             .arg(self.db())
@@ -531,4 +528,12 @@ pub fn require_tool(names: &[&str], install: &str) -> PathBuf {
         .iter()
         .find_map(|name| on_path(name))
         .unwrap_or_else(|| panic!("{} is not on PATH: {install}", names.join(" or ")))
+}
+
+/// `prefix` and a number no other call in this test process got: token
+/// names are unique among live tokens.
+pub fn unique_name(prefix: &str) -> String {
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n}")
 }
