@@ -967,3 +967,76 @@ fn expect_100_continue_bodies_are_answered_and_a_stalled_one_holds_no_api_thread
         );
     }
 }
+
+/// Writes `raw` in pieces that each end with a CR, so that its LF comes in
+/// the next piece, and reads one response. The pieces go 5 ms apart (with
+/// `TCP_NODELAY`) so that the server's reads end between CR and LF: the
+/// pause shapes the input; nothing waits on it for a result.
+fn exchange_split_at_cr(addr: SocketAddr, raw: &[u8]) -> Outcome {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    for piece in raw.split_inclusive(|&b| b == b'\r') {
+        // A refused head is answered and closed before its last bytes.
+        if stream.write_all(piece).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut reader = BufReader::new(stream);
+    match util::read_response(&mut reader) {
+        Ok(response) => Outcome::Answered(response),
+        Err(e) => Outcome::Closed(e.to_string()),
+    }
+}
+
+#[test]
+fn request_heads_are_read_the_same_however_their_bytes_arrive() {
+    let mut server = Server::start();
+    let head = |pad: usize| {
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            server.addr,
+            "p".repeat(pad)
+        )
+        .into_bytes()
+    };
+    // A header line may hold 8,191 bytes before its CRLF; one more is 400.
+    let longest = 8191 - "X-Pad: ".len();
+    let bare_lf = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Pad: a\nb\r\nConnection: close\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a short head", head(1), 200),
+        ("a header line of 8,191 bytes", head(longest), 200),
+        ("a header line of 8,192 bytes", head(longest + 1), 400),
+        ("a bare LF inside a header line", bare_lf, 400),
+    ];
+    for (name, raw, status) in cases {
+        for (how, outcome) in [
+            ("at once", exchange(server.addr, raw.clone(), End::Open)),
+            (
+                "split between CR and LF",
+                exchange_split_at_cr(server.addr, &raw),
+            ),
+        ] {
+            match outcome {
+                Outcome::Answered(r) => assert_eq!(
+                    r.status,
+                    status,
+                    "{name}, sent {how}: {}\n--- server log ---\n{}",
+                    r.text(),
+                    server.log()
+                ),
+                Outcome::Closed(why) => {
+                    panic!("{name}, sent {how}: closed without an answer ({why})")
+                }
+            }
+        }
+    }
+    assert_healthy(&mut server, "request heads sent in pieces");
+}
