@@ -334,7 +334,7 @@ pub fn test_webhook(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> 
     {
         PublishOutcome::Created { deliveries } => {
             stored.deliveries = deliveries;
-            Ok(Reply::json(202, &summary(&stored)))
+            Ok(summary(202, &stored))
         }
         PublishOutcome::NoSuchWebhook => Err(ApiError::not_found(&format!("webhook {webhook_id}"))),
         PublishOutcome::Replayed(_) | PublishOutcome::KeyConflict => Err(ApiError::internal()),
