@@ -11,6 +11,7 @@ mod catalog;
 mod clock;
 mod config;
 mod delivery;
+mod envelope;
 mod ids;
 mod logging;
 mod monitor;

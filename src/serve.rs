@@ -1,12 +1,31 @@
-//! `hookbox serve`: the thread topology, start-up order, signals and the
-//! shutdown order.
+//! `hookbox serve`: the thread topology in start order, signals, and the
+//! one shutdown path.
 //!
-//! Start: open the store (migrating it), make the first admin token if there
-//! is none, load the catalog, start the writer, bind the listener, start the
-//! API threads, then log `listening on http://ADDR` (`https://` with
-//! `--tls-cert`) — only once requests can be answered. Stop (SIGTERM or SIGINT): stop taking requests, let the API
-//! threads finish the ones they hold, then drop the last writer handle so the
-//! writer commits what is queued and closes the database.
+//! [`run`] reads as the topology:
+//! 1. check every argument that can be checked without the database (the
+//!    TLS certificate and key, `--alert-url`, the timeouts, the replica's
+//!    path) and bind the listener: until then nothing has touched the disk,
+//!    so a typo leaves no database, `-wal` or token file behind;
+//! 2. open the store (creating or migrating it), put deliveries left in
+//!    flight back to pending, and read what start needs (is there a token,
+//!    the custom event types, the `--alert-url` webhook);
+//! 3. start the writer: from here on only it writes, and every way out —
+//!    an error at any later step, or SIGTERM/SIGINT — goes through
+//!    [`Running::stop`];
+//! 4. through the writer, each with its audit row: the first admin token
+//!    (its file, mode 0600, written first) and the `--alert-url` webhook;
+//! 5. the delivery engine (scheduler and workers), unless paused;
+//! 6. the retention and alerts threads, and the statistics history;
+//! 7. the API threads; then the `listening on http://ADDR` line
+//!    (`https://` with `--tls-cert`) and systemd's `READY=1` — only once
+//!    requests can be answered (connections that arrive earlier wait in
+//!    the listener);
+//! 8. the systemd watchdog; then wait for a signal.
+//!
+//! Stop, in this order: stop taking requests and let the API threads
+//! finish the ones they hold, stop the engine (attempts in flight get 10 s,
+//! SPEC section 5), the retention and alerts threads, then the writer
+//! commits what is queued, checkpoints and closes the database.
 //!
 //! This module holds no SQL and no routing.
 
@@ -16,10 +35,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// How long a stop waits for delivery attempts in flight (SPEC section 5).
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 use anyhow::{Context, anyhow};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -36,114 +53,366 @@ use crate::monitor::{Monitor, alerts};
 use crate::notify::{self, Notifier};
 use crate::retention;
 use crate::secrets;
-use crate::store::audit::{self, Actor};
+use crate::store::audit::Actor;
 use crate::store::replica::ReplicaConfig;
-use crate::store::writer::{Wakeups, WriterConfig};
+use crate::store::webhooks::{self, Patch, Webhook};
+use crate::store::writer::{Wakeups, WriterConfig, WriterHandle};
 use crate::store::{self, ReadPool, Replication, events, tokens, writer};
 
+/// How long a stop waits for delivery attempts in flight (SPEC section 5).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // A bad certificate or key is refused before the database is touched.
-    let tls = tls_config(&args)?;
-    let db = &args.db.db;
+    let checked = check_arguments(&args)?;
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
-    let replication = if args.litestream {
-        Replication::Litestream
-    } else {
-        Replication::None
+    let listener = bind(&args, checked.tls, checked.limits)?;
+    // The first touch of the disk.
+    let opened = open_store(&args, checked.alert_url.is_some())?;
+    let (wakeups, woken) = Wakeups::new();
+    let mut running = start_writer(opened.conn, &args, wakeups.clone(), checked.replica)?;
+    let served = (|| {
+        if !opened.has_token {
+            first_admin_token(&running.writer, &args.db.db)?;
+        }
+        if let Some(url) = checked.alert_url {
+            alert_webhook(&running.writer, &args, url, opened.alert_webhook)?;
+        }
+        let monitor = Arc::new(Monitor::new());
+        let started_ms = clock::now_ms();
+        running.engine = start_delivery(&args, &running.writer, wakeups, woken, &monitor)?;
+        running.retention = Some(start_retention(&args, &running)?);
+        running.alerts = Some(start_alerts(&args, &running, &monitor)?);
+        load_history(monitor.clone(), args.db.db.clone(), started_ms);
+        let state = api_state(&args, &running, opened.catalog, monitor);
+        let api = start_api(listener, state, &args, &running.stopping)?;
+        announce(&args, &api.listener, &running.notifier);
+        running.api = Some(api);
+        running.watchdog = start_watchdog(&running)?;
+        wait_for_signal(&mut signals);
+        Ok(())
+    })();
+    running.stop();
+    served
+}
+
+/// What the arguments say, checked; nothing here has touched the disk
+/// besides reading the TLS files.
+struct Checked {
+    /// The listener's timeouts, caps and peer filters.
+    limits: tiny_http::ConnectionLimits,
+    tls: Option<tiny_http::SslConfig>,
+    /// `--alert-url`, as the target policy accepted it.
+    alert_url: Option<String>,
+    replica: Option<ReplicaConfig>,
+}
+
+/// Every check that needs no database, so that a bad argument is refused
+/// before the database is created, migrated or tightened.
+fn check_arguments(args: &ServeArgs) -> anyhow::Result<Checked> {
+    let limits = api::connection_limits(args)?;
+    let tls = tls_config(args)?;
+    let alert_url = args
+        .alert_url
+        .as_deref()
+        .map(|url| {
+            crate::delivery::target::check_url(url, &args.allow_targets)
+                .map_err(|why| anyhow!("--alert-url {why}"))
+        })
+        .transpose()?;
+    let replica = args
+        .ack_after_replica
+        .then(|| replica_config(args, &args.db.db))
+        .transpose()?;
+    Ok(Checked {
+        limits,
+        tls,
+        alert_url,
+        replica,
+    })
+}
+
+/// The bound listener: its server, its address and `http` or `https`.
+struct Listener {
+    server: Arc<tiny_http::Server>,
+    addr: std::net::SocketAddr,
+    scheme: &'static str,
+}
+
+/// Binds `--listen` (before the database is opened: an address in use is
+/// refused like any other bad argument). Connections wait in the listener
+/// until the API threads start.
+fn bind(
+    args: &ServeArgs,
+    tls: Option<tiny_http::SslConfig>,
+    limits: tiny_http::ConnectionLimits,
+) -> anyhow::Result<Listener> {
+    let (server, scheme) = match tls {
+        Some(tls) => (
+            tiny_http::Server::https_with_limits(args.listen, tls, limits),
+            "https",
+        ),
+        None => (
+            tiny_http::Server::http_with_limits(args.listen, limits),
+            "http",
+        ),
     };
-    let conn = store::open_writer_for(db, replication)
+    let server = server.map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| anyhow!("the listener has no IP address"))?;
+    Ok(Listener {
+        server: Arc::new(server),
+        addr,
+        scheme,
+    })
+}
+
+/// The database, open for the writer, and what start reads from it.
+struct Opened {
+    conn: rusqlite::Connection,
+    has_token: bool,
+    catalog: Catalog,
+    /// The webhook `--alert-url` delivers through, if one was made before
+    /// (looked for only with `--alert-url`).
+    alert_webhook: Option<Webhook>,
+}
+
+/// Opens (creating or migrating) the database on the connection the
+/// writer will own, and puts deliveries a previous run left `delivering`
+/// back to pending, before the writer and the engine start.
+fn open_store(args: &ServeArgs, with_alert_url: bool) -> anyhow::Result<Opened> {
+    let db = &args.db.db;
+    let conn = store::open_writer_for(db, replication(args))
         .with_context(|| format!("opening database {}", db.display()))?;
-    if replication == Replication::None && store::has_litestream_tables(&conn)? {
+    if !args.litestream && store::has_litestream_tables(&conn)? {
         log::warn!(
             "this database holds Litestream's tables: if Litestream replicates it, start hookbox \
              with --litestream, or hookbox's checkpoints compete with Litestream's"
         );
     }
-    let ack_after_replica = args
-        .ack_after_replica
-        .then(|| replica_config(&args, db))
-        .transpose()?;
-    if tokens::count(&conn)? == 0 {
-        bootstrap_admin_token(&conn, db)?;
-    }
+    let has_token = tokens::count(&conn)? > 0;
     let catalog = load_catalog(&conn)?;
+    let alert_webhook = if with_alert_url {
+        webhooks::all_live(&conn)?
+            .into_iter()
+            .find(|w| w.description == ALERT_WEBHOOK)
+    } else {
+        None
+    };
     let reset = events::reset_in_flight(&conn, clock::now_ms())?;
     if reset > 0 {
         log::warn!(
             "{reset} deliveries were in flight when hookbox last stopped; they are pending again"
         );
     }
-    let (wakeups, woken) = Wakeups::new();
-    let writer_config = WriterConfig {
+    Ok(Opened {
+        conn,
+        has_token,
+        catalog,
+        alert_webhook,
+    })
+}
+
+fn replication(args: &ServeArgs) -> Replication {
+    if args.litestream {
+        Replication::Litestream
+    } else {
+        Replication::None
+    }
+}
+
+/// Everything started after the writer, each `None` until it has
+/// started; [`Running::stop`] stops whatever has, in order.
+struct Running {
+    /// Set once, at stop: the API, retention, alerts and watchdog threads
+    /// return when they see it.
+    stopping: Arc<AtomicBool>,
+    notifier: Arc<Notifier>,
+    writer: WriterHandle,
+    writer_thread: JoinHandle<()>,
+    engine: Option<Engine>,
+    retention: Option<JoinHandle<()>>,
+    alerts: Option<JoinHandle<()>>,
+    api: Option<Api>,
+    watchdog: Option<JoinHandle<()>>,
+}
+
+/// The API: its listener, its shared state and its threads.
+struct Api {
+    listener: Listener,
+    state: Arc<State>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn start_writer(
+    conn: rusqlite::Connection,
+    args: &ServeArgs,
+    wakeups: Arc<Wakeups>,
+    ack_after_replica: Option<ReplicaConfig>,
+) -> anyhow::Result<Running> {
+    let config = WriterConfig {
         disable_after_ms: args.disable_after.as_millis() as i64,
-        wakeups: wakeups.clone(),
-        replication,
+        wakeups,
+        replication: replication(args),
         ack_after_replica,
     };
-    if let Some(url) = &args.alert_url {
-        alert_webhook(
-            &conn,
-            db,
-            url,
-            args.alert_secret.as_deref(),
-            &args.allow_targets,
-        )?;
+    let (writer, writer_thread) = writer::spawn(conn, config)?;
+    Ok(Running {
+        stopping: Arc::new(AtomicBool::new(false)),
+        notifier: Arc::new(Notifier::from_env()),
+        writer,
+        writer_thread,
+        engine: None,
+        retention: None,
+        alerts: None,
+        api: None,
+        watchdog: None,
+    })
+}
+
+impl Running {
+    /// The one shutdown path, after a signal or an error: stop taking
+    /// requests, let the API threads finish the ones they hold and drain
+    /// what is queued; stop the engine (attempts in flight get
+    /// [`STOP_GRACE`]), the retention and alerts threads; then the writer
+    /// commits what is queued, checkpoints the WAL into the database file
+    /// and closes it.
+    fn stop(self) {
+        self.notifier.send("STOPPING=1\n");
+        let stop_began = Instant::now();
+        self.stopping.store(true, Ordering::Release);
+        if let Some(api) = self.api {
+            api.stop();
+        }
+        if let Some(engine) = self.engine {
+            engine.stop(stop_began + STOP_GRACE);
+        }
+        if let Some(retention) = self.retention
+            && retention.join().is_err()
+        {
+            log::error!("the retention thread panicked");
+        }
+        if let Some(alerts) = self.alerts
+            && alerts.join().is_err()
+        {
+            log::error!("the alerts thread panicked");
+        }
+        self.writer.shutdown();
+        drop(self.writer);
+        if self.writer_thread.join().is_err() {
+            log::error!("the writer thread panicked while stopping");
+        }
+        if let Some(watchdog) = self.watchdog
+            && watchdog.join().is_err()
+        {
+            log::error!("the watchdog thread panicked");
+        }
+        log::info!("stopped");
     }
-    let started_ms = clock::now_ms();
-    let monitor = Arc::new(Monitor::new());
-    let (writer, writer_thread) = writer::spawn(conn, writer_config)?;
-    let engine = (!args.pause_delivery)
-        .then(|| {
-            Engine::start(
-                store::open_reader(db)?,
-                writer.clone(),
-                wakeups,
-                woken,
-                Settings {
-                    monitor: monitor.clone(),
-                    limits: scheduler::Limits {
-                        workers: args.workers as usize,
-                        per_webhook: args.webhook_concurrency as usize,
-                        default_max_attempts: args.max_attempts,
-                        // Twice the longest attempt, and a minute more.
-                        stale_after_ms: 2 * args.delivery_timeout.as_millis() as i64 + 60_000,
-                    },
-                    retry: RetryPolicy {
-                        base: args.retry_base_delay,
-                        max: args.retry_max_delay,
-                    },
-                    allow_targets: args.allow_targets.clone(),
-                    timeout: args.delivery_timeout,
-                },
-            )
-        })
-        .transpose()?;
-    if engine.is_none() {
+}
+
+impl Api {
+    /// The API threads finish the requests they hold and return; what is
+    /// still queued is answered here. Then the listener closes, and the
+    /// state's writer handle goes with it.
+    fn stop(self) {
+        let server = &self.listener.server;
+        // One wake-up per thread: a waiting thread takes one and returns; a
+        // busy one sees `stopping` when it finishes and returns without
+        // taking one.
+        for _ in 0..self.threads.len() {
+            server.unblock();
+        }
+        for thread in self.threads {
+            if thread.join().is_err() {
+                log::error!("an API thread panicked while stopping");
+            }
+        }
+        api::drain(server, &self.state);
+    }
+}
+
+/// The scheduler and workers, or `None` with `--pause-delivery`.
+fn start_delivery(
+    args: &ServeArgs,
+    writer: &WriterHandle,
+    wakeups: Arc<Wakeups>,
+    woken: crossbeam_channel::Receiver<()>,
+    monitor: &Arc<Monitor>,
+) -> anyhow::Result<Option<Engine>> {
+    if args.pause_delivery {
         log::warn!("delivery is paused (--pause-delivery): events are stored, nothing is sent");
+        return Ok(None);
     }
-
-    let limits = api::connection_limits(&args)?;
-    let (server, scheme) = match tls {
-        Some(tls) => {
-            let server = tiny_http::Server::https_with_limits(args.listen, tls, limits)
-                .map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
-            (server, "https")
-        }
-        None => {
-            let server = tiny_http::Server::http_with_limits(args.listen, limits)
-                .map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
-            (server, "http")
-        }
+    let settings = Settings {
+        monitor: monitor.clone(),
+        limits: scheduler::Limits {
+            workers: args.workers as usize,
+            per_webhook: args.webhook_concurrency as usize,
+            default_max_attempts: args.max_attempts,
+            // Twice the longest attempt, and a minute more.
+            stale_after_ms: 2 * args.delivery_timeout.as_millis() as i64 + 60_000,
+        },
+        retry: RetryPolicy {
+            base: args.retry_base_delay,
+            max: args.retry_max_delay,
+        },
+        allow_targets: args.allow_targets.clone(),
+        timeout: args.delivery_timeout,
     };
-    let server = Arc::new(server);
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| anyhow!("the listener has no IP address"))?;
+    let engine = Engine::start(
+        store::open_reader(&args.db.db)?,
+        writer.clone(),
+        wakeups,
+        woken,
+        settings,
+    )?;
+    Ok(Some(engine))
+}
 
-    let state = Arc::new(State {
-        reads: ReadPool::new(db),
-        writer: writer.clone(),
+fn start_retention(args: &ServeArgs, running: &Running) -> anyhow::Result<JoinHandle<()>> {
+    retention::spawn(
+        running.writer.clone(),
+        args.retention,
+        running.stopping.clone(),
+    )
+    .context("starting the retention thread")
+}
+
+fn start_alerts(
+    args: &ServeArgs,
+    running: &Running,
+    monitor: &Arc<Monitor>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let rules = alerts::Rules {
+        every: args.alert_check_every,
+        window: args.alert_window.min(Duration::from_secs(3600)),
+        min_samples: args.alert_min_samples,
+        error_rate: f64::from(args.alert_error_rate) / 100.0,
+        p95: args.alert_p95,
+        queue_age: args.alert_queue_age,
+        disk_free: args.alert_disk_free,
+    };
+    alerts::spawn(
+        monitor.clone(),
+        args.db.db.clone(),
+        running.writer.clone(),
+        rules,
+        running.stopping.clone(),
+    )
+    .context("starting the alerts thread")
+}
+
+fn api_state(
+    args: &ServeArgs,
+    running: &Running,
+    catalog: Catalog,
+    monitor: Arc<Monitor>,
+) -> Arc<State> {
+    Arc::new(State {
+        reads: ReadPool::new(&args.db.db),
+        writer: running.writer.clone(),
         catalog,
         limits: Limits {
             allow_targets: args.allow_targets.clone(),
@@ -157,43 +426,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         rate: RateLimiter::new(args.api_rate_limit),
         agent: worker::agent(args.allow_targets.clone(), args.delivery_timeout),
         testers: Default::default(),
-        monitor: monitor.clone(),
-        liveness: engine.as_ref().map(Engine::liveness),
-    });
-    let stopping = Arc::new(AtomicBool::new(false));
-    let retention = retention::spawn(writer.clone(), args.retention, stopping.clone())
-        .context("starting the retention thread")?;
-    let alerts = alerts::spawn(
-        monitor.clone(),
-        db.to_path_buf(),
-        writer.clone(),
-        alerts::Rules {
-            every: args.alert_check_every,
-            window: args.alert_window.min(Duration::from_secs(3600)),
-            min_samples: args.alert_min_samples,
-            error_rate: f64::from(args.alert_error_rate) / 100.0,
-            p95: args.alert_p95,
-            queue_age: args.alert_queue_age,
-            disk_free: args.alert_disk_free,
-        },
-        stopping.clone(),
-    )
-    .context("starting the alerts thread")?;
-    load_history(monitor.clone(), db.to_path_buf(), started_ms);
-    let http_threads = args.http_threads as usize;
+        monitor,
+        liveness: running.engine.as_ref().map(Engine::liveness),
+    })
+}
+
+fn start_api(
+    listener: Listener,
+    state: Arc<State>,
+    args: &ServeArgs,
+    stopping: &Arc<AtomicBool>,
+) -> anyhow::Result<Api> {
     let threads = api::spawn_threads(
-        server.clone(),
+        listener.server.clone(),
         state.clone(),
         stopping.clone(),
-        http_threads,
+        args.http_threads as usize,
     )
     .context("starting API threads")?;
+    Ok(Api {
+        listener,
+        state,
+        threads,
+    })
+}
 
+/// The settings line, `listening on …`, and `READY=1` to systemd.
+fn announce(args: &ServeArgs, listener: &Listener, notifier: &Notifier) {
     log::info!(
         "database {}, {} API threads, max body {} bytes, allow-targets [{}], api-allow [{}], \
          trust-proxy [{}], api-rate-limit {}/s per token, secret grace {}",
-        db.display(),
-        http_threads,
+        args.db.db.display(),
+        args.http_threads,
         args.max_body_size,
         join(&args.allow_targets),
         join(&args.api_allow),
@@ -201,60 +465,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.api_rate_limit,
         clock::human_duration(i64::try_from(args.secret_grace.as_millis()).unwrap_or(i64::MAX)),
     );
-    log::info!("listening on {scheme}://{addr}");
-    let notifier = Arc::new(Notifier::from_env());
+    log::info!("listening on {}://{}", listener.scheme, listener.addr);
     notifier.send("READY=1\n");
-    let watchdog = start_watchdog(
-        &notifier,
-        &writer,
-        engine.as_ref().map(Engine::liveness),
-        &stopping,
-    )?;
+}
 
+fn wait_for_signal(signals: &mut Signals) {
     if let Some(signal) = signals.forever().next() {
         log::info!("received signal {signal}; stopping");
     }
-    notifier.send("STOPPING=1\n");
-    let stop_began = Instant::now();
-    // The API threads finish the requests they hold and return; what is
-    // still queued is drained here. Then the last writer handle goes with
-    // `state`: the writer commits what it holds, checkpoints the WAL into the
-    // database file and closes it.
-    stopping.store(true, Ordering::Release);
-    // One wake-up per thread: a waiting thread takes one and returns; a busy
-    // one sees `stopping` when it finishes and returns without taking one.
-    for _ in 0..threads.len() {
-        server.unblock();
-    }
-    for thread in threads {
-        if thread.join().is_err() {
-            log::error!("an API thread panicked while stopping");
-        }
-    }
-    api::drain(&server, &state);
-    drop(server);
-    drop(state);
-    if let Some(engine) = engine {
-        engine.stop(stop_began + STOP_GRACE);
-    }
-    if retention.join().is_err() {
-        log::error!("the retention thread panicked");
-    }
-    if alerts.join().is_err() {
-        log::error!("the alerts thread panicked");
-    }
-    writer.shutdown();
-    drop(writer);
-    if writer_thread.join().is_err() {
-        log::error!("the writer thread panicked while stopping");
-    }
-    if let Some(watchdog) = watchdog
-        && watchdog.join().is_err()
-    {
-        log::error!("the watchdog thread panicked");
-    }
-    log::info!("stopped");
-    Ok(())
 }
 
 /// How `--ack-after-replica` asks Litestream: the database by its absolute
@@ -335,21 +553,20 @@ pub fn alert_secret_path(db: &Path) -> PathBuf {
 const ALERT_WEBHOOK: &str = "hookbox alerts (--alert-url)";
 
 /// Makes sure one webhook, subscribed to `hookbox.alert`, delivers to
-/// `url` with the alert secret: `--alert-secret`, or the one in
-/// `<db>.alert-secret`, generated (mode 0600) at first start. Never logged.
+/// `url` (checked by [`check_arguments`]) with the alert secret:
+/// `--alert-secret`, or the one in `<db>.alert-secret`, generated (mode
+/// 0600) at first start. Never logged. Made, re-pointed, re-enabled or
+/// given the new secret through the writer, each with its audit row.
 fn alert_webhook(
-    conn: &rusqlite::Connection,
-    db: &Path,
-    url: &str,
-    secret: Option<&str>,
-    allow_targets: &[crate::config::Cidr],
+    writer: &WriterHandle,
+    args: &ServeArgs,
+    url: String,
+    existing: Option<Webhook>,
 ) -> anyhow::Result<()> {
-    let url = crate::delivery::target::check_url(url, allow_targets)
-        .map_err(|why| anyhow!("--alert-url {why}"))?;
-    let secret = match secret {
-        Some(secret) => secret.to_owned(),
+    let secret = match &args.alert_secret {
+        Some(secret) => secret.clone(),
         None => {
-            let path = alert_secret_path(db);
+            let path = alert_secret_path(&args.db.db);
             match std::fs::read_to_string(&path) {
                 Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
                 _ => {
@@ -364,32 +581,35 @@ fn alert_webhook(
             }
         }
     };
-    let now = clock::now_ms();
-    let existing = crate::store::webhooks::all_live(conn)?
-        .into_iter()
-        .find(|w| w.description == ALERT_WEBHOOK);
-    match existing {
-        Some(mut w) => {
-            if w.url != url || w.secret != secret || !w.enabled {
-                w.url = url;
-                w.enabled = true;
-                w.disabled_reason = None;
-                w.updated_at = now;
-                crate::store::webhooks::update(conn, &w)?;
-                conn.execute(
-                    "UPDATE webhooks SET secret = ?2 WHERE id = ?1",
-                    rusqlite::params![w.id, secret],
-                )
-                .context("setting the alert secret")?;
-                log::info!(
-                    "alerts go to {} through webhook {}",
-                    crate::delivery::target::loggable(&w.url),
-                    w.id
-                );
+    let id = match existing {
+        Some(w) => {
+            let moved = w.url != url || !w.enabled;
+            let new_secret = w.secret != secret;
+            if moved {
+                let patch = Patch {
+                    url: Some(url),
+                    enabled: Some(true),
+                    ..Patch::default()
+                };
+                writer
+                    .update_webhook(w.id.clone(), patch, Actor::System)
+                    .context("pointing the --alert-url webhook at --alert-url")?;
             }
+            if new_secret {
+                // The old secret stops signing at once, as before: the
+                // operator changed it.
+                writer
+                    .rotate_secret(w.id.clone(), secret, clock::now_ms(), Actor::System)
+                    .context("giving the --alert-url webhook its secret")?;
+            }
+            if !(moved || new_secret) {
+                return Ok(());
+            }
+            w.id
         }
         None => {
-            let w = crate::store::webhooks::Webhook {
+            let now = clock::now_ms();
+            let w = Webhook {
                 id: ids::new(Kind::Webhook),
                 url,
                 description: ALERT_WEBHOOK.to_owned(),
@@ -404,34 +624,25 @@ fn alert_webhook(
                 previous_secret: None,
                 previous_secret_until: None,
             };
-            crate::store::webhooks::insert(conn, &w)?;
-            audit::record(
-                conn,
-                &Actor::System,
-                "webhook.created",
-                Some(&w.id),
-                "created the --alert-url webhook for hookbox.alert",
-                now,
-            )?;
-            log::info!(
-                "alerts go to {} through webhook {}",
-                crate::delivery::target::loggable(&w.url),
-                w.id
-            );
+            let id = w.id.clone();
+            writer
+                .create_webhook(w, Actor::System)
+                .context("creating the --alert-url webhook")?;
+            id
         }
-    }
+    };
+    log::info!(
+        "alerts go to {} through webhook {id}",
+        crate::delivery::target::loggable(args.alert_url.as_deref().unwrap_or_default()),
+    );
     Ok(())
 }
 
 /// Under systemd with `WatchdogSec=`, the thread that pings it while the
 /// writer commits (an empty commit within half the interval) and the
 /// scheduler goes round; nothing otherwise.
-fn start_watchdog(
-    notifier: &Arc<Notifier>,
-    writer: &writer::WriterHandle,
-    scheduler: Option<Liveness>,
-    stopping: &Arc<AtomicBool>,
-) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+fn start_watchdog(running: &Running) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let notifier = &running.notifier;
     let Some(interval) = notify::watchdog_interval().filter(|_| notifier.enabled()) else {
         return Ok(None);
     };
@@ -439,7 +650,8 @@ fn start_watchdog(
         "systemd watchdog: pinging every {} ms while the writer and scheduler make progress",
         interval.as_millis() / 2
     );
-    let writer = writer.clone();
+    let writer = running.writer.clone();
+    let scheduler: Option<Liveness> = running.engine.as_ref().map(Engine::liveness);
     let healthy = move |timeout: Duration| {
         writer
             .ping(timeout)
@@ -454,8 +666,13 @@ fn start_watchdog(
         }
         Ok(())
     };
-    let thread = notify::spawn_watchdog(notifier.clone(), interval, stopping.clone(), healthy)
-        .context("starting the watchdog thread")?;
+    let thread = notify::spawn_watchdog(
+        notifier.clone(),
+        interval,
+        running.stopping.clone(),
+        healthy,
+    )
+    .context("starting the watchdog thread")?;
     Ok(Some(thread))
 }
 
@@ -503,9 +720,11 @@ pub fn admin_token_path(db: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Creates an admin token and writes it, mode 0600, beside the database.
-/// The token itself is never logged; its file's path is.
-fn bootstrap_admin_token(conn: &rusqlite::Connection, db: &Path) -> anyhow::Result<()> {
+/// Creates an admin token through the writer (audited as the system's)
+/// and writes it, mode 0600, beside the database: the file first, so that
+/// no stored token is one nobody can read. The token itself is never
+/// logged; its file's path is.
+fn first_admin_token(writer: &WriterHandle, db: &Path) -> anyhow::Result<()> {
     let token = secrets::new_token();
     let row = tokens::Token {
         id: ids::new(Kind::Token),
@@ -516,27 +735,21 @@ fn bootstrap_admin_token(conn: &rusqlite::Connection, db: &Path) -> anyhow::Resu
         revoked_at: None,
         allow: Vec::new(),
     };
+    let id = row.id.clone();
     let path = admin_token_path(db);
-    // Write the file first: a token in the database that nobody can read is
-    // worse than a file whose token is not stored yet.
     write_private(&path, &token)?;
-    let tx = conn
-        .unchecked_transaction()
-        .context("starting transaction")?;
-    tokens::insert(&tx, &row, &secrets::token_hash(&token))?;
-    let summary = "created the bootstrap admin token: no token existed";
-    audit::record(
-        &tx,
-        &Actor::System,
-        "token.created",
-        Some(&row.id),
-        summary,
-        row.created_at,
-    )?;
-    tx.commit().context("committing the bootstrap token")?;
+    let taken = writer
+        .create_token(row, secrets::token_hash(&token), Actor::System)
+        .context("storing the first admin token")?;
+    if let Some(other) = taken {
+        // Only another process could have made one since start counted none.
+        anyhow::bail!(
+            "storing the first admin token: token {other} took its name meanwhile; \
+             start again"
+        );
+    }
     log::info!(
-        "no API token existed: created admin token {} and wrote it to {}",
-        row.id,
+        "no API token existed: created admin token {id} and wrote it to {}",
         path.display()
     );
     Ok(())

@@ -249,6 +249,84 @@ fn serve_refuses_bad_durations_and_cidrs_naming_the_flag_and_value() {
     );
 }
 
+/// Every file in `dir`, by name.
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn serve_refuses_a_bad_alert_url_timeout_tls_file_or_taken_port_before_creating_any_file() {
+    // Held for the whole test: `--listen` on it must fail.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let table: [(&[&str], &str); 8] = [
+        (
+            &["--alert-url", "ftp://127.0.0.1/alerts"],
+            "--alert-url must use http or https",
+        ),
+        (
+            &["--alert-url", "alerts.example"],
+            "--alert-url is not an absolute URL",
+        ),
+        // Loopback is refused unless --allow-targets lets it in.
+        (&["--alert-url", "http://127.0.0.1:9/alerts"], "--alert-url"),
+        (
+            &["--alert-url", "http://user:pw@alerts.example/"],
+            "--alert-url must not contain user info",
+        ),
+        (
+            &["--request-timeout", "0s"],
+            "--request-timeout must be longer than 0",
+        ),
+        (
+            &["--first-byte-timeout", "0ms"],
+            "--first-byte-timeout must be longer than 0",
+        ),
+        (
+            &[
+                "--tls-cert",
+                "missing-cert.pem",
+                "--tls-key",
+                "missing-key.pem",
+            ],
+            "reading the TLS certificate",
+        ),
+        (&["--listen", taken.as_str()], taken.as_str()),
+    ];
+    for (flags, expected) in table {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hookbox.db");
+        let mut command = hookbox();
+        command
+            .current_dir(dir.path())
+            .args(["serve", "--db", path_arg(&db)])
+            .args(flags);
+        if !flags.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let out = run(command);
+        let message = stderr(&out);
+        assert!(!out.status.success(), "{flags:?}: {}", show(&out));
+        assert!(
+            message.contains(expected) && !message.contains("panicked"),
+            "{flags:?}: the message does not say {expected:?}:\n{message}"
+        );
+        assert!(
+            !message.contains("listening on http"),
+            "{flags:?}: {message}"
+        );
+        // No database, -wal, -shm, admin-token or alert-secret file.
+        assert_eq!(
+            files_in(dir.path()),
+            Vec::<String>::new(),
+            "{flags:?}: {message}"
+        );
+    }
+}
+
 #[test]
 fn serve_accepts_every_flag_of_the_spec() {
     let server = Server::start_with(&[

@@ -662,6 +662,73 @@ fn every_change_is_in_the_audit_log_and_no_secret_is_in_it_or_in_the_log() {
 }
 
 #[test]
+fn the_first_token_and_the_alert_webhook_are_audited_as_changes_by_the_system() {
+    let first = "http://127.0.0.1:9/first";
+    let mut server = Server::start_with(&["--allow-targets", "127.0.0.0/8", "--alert-url", first]);
+    let oldest_first = |server: &Server| -> Vec<(String, String, String)> {
+        audit(server, "?limit=500")
+            .iter()
+            .rev()
+            .map(|e| {
+                let field = |name: &str| e[name].as_str().unwrap_or_default().to_owned();
+                (field("action"), field("actor"), field("target"))
+            })
+            .collect()
+    };
+    let entries = oldest_first(&server);
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(action, actor, _)| (action.as_str(), actor.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("token.created", "system"), ("webhook.created", "system")],
+        "{entries:?}"
+    );
+    assert!(entries[0].2.starts_with("tok_"), "{entries:?}");
+    let hook = entries[1].2.clone();
+    let path = format!("{WEBHOOKS}/{hook}");
+    let shown = server.get(&path).json();
+    assert_eq!(shown["url"], first, "{shown}");
+    assert_eq!(shown["events"], json!(["hookbox.alert"]), "{shown}");
+
+    // The same flags again change nothing, so they add no row.
+    server.restart();
+    assert_eq!(oldest_first(&server), entries);
+
+    // Another URL and secret: the same webhook, re-pointed and re-keyed.
+    let second = "http://127.0.0.1:9/second";
+    server.restart_with(&[
+        "--pause-delivery",
+        "--allow-targets",
+        "127.0.0.0/8",
+        "--alert-url",
+        second,
+        "--alert-secret",
+        "pager-secret-2222",
+    ]);
+    let after = oldest_first(&server);
+    assert_eq!(after[..2], entries[..], "{after:?}");
+    let added: Vec<(&str, &str, &str)> = after[2..]
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        added,
+        [
+            ("webhook.updated", "system", hook.as_str()),
+            ("webhook.secret_rotated", "system", hook.as_str()),
+        ]
+    );
+    assert_eq!(server.get(&path).json()["url"], second);
+    let everything = format!("{:?}{}", audit(&server, "?limit=500"), server.log());
+    assert!(
+        !everything.contains("pager-secret-2222"),
+        "the alert secret leaked"
+    );
+}
+
+#[test]
 fn api_responses_are_never_cached() {
     let server = Server::start();
     for r in [

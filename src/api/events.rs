@@ -13,20 +13,42 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::body::{Fields, MAX_DEPTH, Page, depth, object_members, string_end, without_position};
+use super::body::{Fields, MAX_DEPTH, Page, depth, object_members, without_position};
 use super::{ApiError, Ctx, Reply};
 use crate::catalog::{self, MAX_SCHEMA_BYTES};
 use crate::clock;
-use crate::ids::{self, Kind};
+use crate::envelope;
+use crate::ids::Kind;
 use crate::store::events::{self as store, Delivery, Event};
 use crate::store::writer::PublishOutcome;
 use crate::validation::{self, FieldError};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// The summary a publish answers with: `{"id", "event", "timestamp", "deliveries": n}`.
-pub(super) fn summary(e: &Event) -> Value {
-    json!({"id": e.id, "event": e.event_type, "timestamp": e.timestamp, "deliveries": e.deliveries})
+/// The answer to a publish: `status` with `{"id", "event", "timestamp",
+/// "deliveries": n}` (members in the sorted order they always had),
+/// written straight from the event rather than through a `Value`.
+pub(super) fn summary(status: u16, e: &Event) -> Reply {
+    #[derive(Serialize)]
+    struct Summary<'a> {
+        deliveries: i64,
+        event: &'a str,
+        id: &'a str,
+        timestamp: &'a str,
+    }
+    let summary = Summary {
+        deliveries: e.deliveries,
+        event: &e.event_type,
+        id: &e.id,
+        timestamp: &e.timestamp,
+    };
+    Reply {
+        status,
+        // Serialising strings and a number cannot fail.
+        body: serde_json::to_vec(&summary).unwrap_or_default(),
+        content_type: "application/json",
+        headers: Vec::new(),
+    }
 }
 
 /// The event as listed: the envelope receivers get (its `data` as the
@@ -51,7 +73,7 @@ struct StoredPayload<'a> {
 }
 
 fn listed(e: &Event, deliveries: Value) -> Listed<'_> {
-    // Every payload is an envelope written by `envelope_text`.
+    // Every payload is an envelope written by `envelope::body`.
     let data = serde_json::from_slice::<StoredPayload<'_>>(&e.payload)
         .ok()
         .and_then(|p| p.data);
@@ -111,29 +133,6 @@ pub(super) fn known_type(
         ));
     }
     found
-}
-
-/// The exact bytes every receiver gets, in the seed's field order, for
-/// `data` held as a value (the tester's and hookbox's own events).
-pub(super) fn envelope(id: &str, event_type: &str, timestamp: &str, data: &Value) -> Vec<u8> {
-    envelope_text(id, event_type, timestamp, data.to_string().as_bytes())
-}
-
-/// The envelope around `data`, JSON text inserted as it is.
-fn envelope_text(id: &str, event_type: &str, timestamp: &str, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 128);
-    let mut member = |name: &[u8], value: &str| {
-        out.extend_from_slice(name);
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, value);
-    };
-    member(b"{\"id\":", id);
-    member(b",\"event\":", event_type);
-    member(b",\"timestamp\":", timestamp);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data);
-    out.push(b'}');
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -222,29 +221,6 @@ fn unusable(path: String, raw: &RawValue, errors: &mut Vec<FieldError>) {
             format!("is not usable JSON: {}", without_position(&e)),
         )),
     }
-}
-
-/// `text` (valid JSON) without the whitespace between its tokens; strings,
-/// numbers and member order untouched. Strings are copied whole.
-fn minified(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
-            b'"' => {
-                let end = string_end(bytes, i);
-                out.extend_from_slice(bytes.get(i..end).unwrap_or_default());
-                i = end;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Why `data` has no canonical form.
@@ -417,27 +393,31 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     };
 
     // The fingerprint of what was asked, to tell a retry from a different
-    // request that reuses its idempotency key.
-    let mut hasher = Sha256::new();
-    hasher.update(event_type.name.as_bytes());
-    hasher.update([0]);
-    hasher.update(&canonical_data);
-    hasher.update([0]);
-    hasher.update(timestamp.as_deref().unwrap_or("").as_bytes());
-    let request_hash = hasher.finalize().to_vec();
+    // request that reuses its idempotency key. Only a keyed event is ever
+    // compared, so one without a key stores none (as tester and alert
+    // events do) and skips the SHA-256.
+    let request_hash = match key {
+        Some(_) => {
+            let mut hasher = Sha256::new();
+            hasher.update(event_type.name.as_bytes());
+            hasher.update([0]);
+            hasher.update(&canonical_data);
+            hasher.update([0]);
+            hasher.update(timestamp.as_deref().unwrap_or("").as_bytes());
+            hasher.finalize().to_vec()
+        }
+        None => Vec::new(),
+    };
 
-    let id = ids::new(Kind::Event);
-    let now = clock::now_ms();
-    let timestamp = timestamp.unwrap_or_else(|| clock::rfc3339(now));
     let event = Event {
-        payload: envelope_text(&id, &event_type.name, &timestamp, &minified(raw_data.get())),
-        id,
-        event_type: event_type.name.clone(),
-        timestamp,
-        created_at: now,
         idempotency_key: key,
         request_hash,
-        deliveries: 0,
+        ..envelope::new_event(
+            &event_type.name,
+            timestamp,
+            envelope::Data::Text(raw_data.get()),
+            clock::now_ms(),
+        )
     };
     let mut stored = event.clone();
     match ctx.state.writer.publish(event)? {
@@ -451,9 +431,9 @@ pub fn publish(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
                     event_type: stored.event_type.clone(),
                 })
                 .inc();
-            Ok(Reply::json(202, &summary(&stored)))
+            Ok(summary(202, &stored))
         }
-        PublishOutcome::Replayed(original) => Ok(Reply::json(200, &summary(&original))),
+        PublishOutcome::Replayed(original) => Ok(summary(200, &original)),
         PublishOutcome::KeyConflict => Err(ApiError::conflict(
             "idempotency_conflict",
             "this idempotency key was already used for a different request",
@@ -612,6 +592,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn minified(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::envelope::minify_into(text, &mut out);
+        out
+    }
+
     fn canon(text: &str) -> String {
         let mut out = Vec::new();
         canonical(text, &mut out).unwrap();
@@ -651,21 +637,15 @@ mod tests {
     }
 
     #[test]
-    fn the_envelope_is_the_seed_shape_with_data_inserted_as_given() {
-        let data = r#"{"n":123456789012345678901234567890,"b":1,"a":"\u00e9"}"#;
-        let bytes = envelope_text(
-            "evt_1",
-            "item.sold",
-            "2025-01-21T22:20:56\"Z",
-            data.as_bytes(),
-        );
-        let text = String::from_utf8(bytes).unwrap();
-        assert_eq!(
-            text,
-            format!(
-                r#"{{"id":"evt_1","event":"item.sold","timestamp":"2025-01-21T22:20:56\"Z","data":{data}}}"#
-            )
-        );
+    fn the_publish_answer_is_the_summary_as_it_always_was() {
+        let event = Event {
+            deliveries: 2,
+            ..crate::envelope::new_event("item.sold", None, crate::envelope::Data::Text("{}"), 0)
+        };
+        let reply = summary(202, &event);
+        assert_eq!(reply.status, 202);
+        let before = json!({"id": event.id, "event": event.event_type, "timestamp": event.timestamp, "deliveries": 2});
+        assert_eq!(reply.body, serde_json::to_vec(&before).unwrap());
     }
 
     #[test]

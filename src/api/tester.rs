@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::body::Fields;
-use super::events::{envelope, known_type, summary};
+use super::events::{known_type, summary};
 use super::webhooks::{check_secret, check_target_and_events};
 use super::{ApiError, Ctx, Reply};
 use crate::catalog::EventType;
 use crate::clock;
 use crate::delivery::sign;
 use crate::delivery::worker::{self, Message, Outcome};
-use crate::ids::{self, Kind};
+use crate::envelope;
+use crate::ids::Kind;
 use crate::store::events::Event;
 use crate::store::writer::PublishOutcome;
 use crate::validation::FieldError;
@@ -76,11 +77,14 @@ impl Check {
     }
 }
 
-/// A fresh envelope of `t`'s example at `timestamp`: its id and bytes.
-fn sample(t: &EventType, timestamp: &str) -> (String, Vec<u8>) {
-    let id = ids::new(Kind::Event);
-    let payload = envelope(&id, &t.name, timestamp, &t.example);
-    (id, payload)
+/// A new event of `t`'s example, made now.
+fn sample(t: &EventType) -> Event {
+    envelope::new_event(
+        &t.name,
+        None,
+        envelope::Data::Value(&t.example),
+        clock::now_ms(),
+    )
 }
 
 /// `POST /api/v1/webhooks/test {"event", "url", "secret"?, "checks"?}`.
@@ -117,7 +121,7 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let agent = &ctx.state.agent;
     let cap = Duration::ZERO;
 
-    let (id, payload) = sample(&event_type, &clock::rfc3339(clock::now_ms()));
+    let Event { id, payload, .. } = sample(&event_type);
     let mut checks = vec![payload_check(&event_type, &payload)];
     let timestamp = clock::now_ms() / 1000;
     let message = Message {
@@ -134,7 +138,7 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let answered = outcome.status.is_some();
 
     for probe in &probes {
-        let (id, payload) = sample(&event_type, &clock::rfc3339(clock::now_ms()));
+        let Event { id, payload, .. } = sample(&event_type);
         let now = clock::now_ms() / 1000;
         let (name, message) = if probe == "bad_signature" {
             let wrong = crate::secrets::new_webhook_secret();
@@ -321,19 +325,7 @@ pub fn test_webhook(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> 
     let Some(event_type) = event_type else {
         return Err(ApiError::internal());
     };
-    let now = clock::now_ms();
-    let timestamp = clock::rfc3339(now);
-    let (id, payload) = sample(&event_type, &timestamp);
-    let event = Event {
-        timestamp,
-        event_type: event_type.name.clone(),
-        created_at: now,
-        idempotency_key: None,
-        request_hash: Vec::new(),
-        payload,
-        deliveries: 0,
-        id,
-    };
+    let event = sample(&event_type);
     let mut stored = event.clone();
     match ctx
         .state
@@ -342,7 +334,7 @@ pub fn test_webhook(ctx: &Ctx<'_>, webhook_id: &str) -> Result<Reply, ApiError> 
     {
         PublishOutcome::Created { deliveries } => {
             stored.deliveries = deliveries;
-            Ok(Reply::json(202, &summary(&stored)))
+            Ok(summary(202, &stored))
         }
         PublishOutcome::NoSuchWebhook => Err(ApiError::not_found(&format!("webhook {webhook_id}"))),
         PublishOutcome::Replayed(_) | PublishOutcome::KeyConflict => Err(ApiError::internal()),

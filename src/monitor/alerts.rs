@@ -29,10 +29,9 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::Monitor;
 use crate::clock;
+use crate::envelope;
 use crate::ids::{self, Kind};
 use crate::store::events::Event;
 use crate::store::monitoring::{self, Alert};
@@ -159,32 +158,41 @@ fn apply(writer: &WriterHandle, open: &mut HashSet<(String, String)>, f: Finding
     }
 }
 
-/// The `hookbox.alert` event of an alert's opening or resolution.
+/// The `hookbox.alert` event of an alert's opening or resolution. Its
+/// `data` members are in the documented order (the catalog's schema and
+/// example): alert_id, rule, status, webhook_id, title, message,
+/// last_error, opened_at, resolved_at.
 pub fn event(alert: &Alert, now: i64) -> Event {
-    let id = ids::new(Kind::Event);
-    let timestamp = clock::rfc3339(now);
-    let data = json!({
-        "alert_id": alert.id,
-        "rule": alert.rule,
-        "status": if alert.open { "open" } else { "resolved" },
-        "webhook_id": alert.subject.starts_with("wh_").then_some(&alert.subject),
-        "title": alert.title,
-        "message": alert.message,
-        "last_error": alert.last_error,
-        "opened_at": clock::rfc3339(alert.opened_at),
-        "resolved_at": alert.resolved_at.map(clock::rfc3339),
-    });
-    let payload = json!({"id": id, "event": EVENT_TYPE, "timestamp": timestamp, "data": data});
-    Event {
-        payload: payload.to_string().into_bytes(),
-        id,
-        event_type: EVENT_TYPE.to_owned(),
-        timestamp,
-        created_at: now,
-        idempotency_key: None,
-        request_hash: Vec::new(),
-        deliveries: 0,
+    /// The `data` of a `hookbox.alert` event, members in documented order.
+    #[derive(serde::Serialize)]
+    struct Data<'a> {
+        alert_id: &'a str,
+        rule: &'a str,
+        status: &'static str,
+        webhook_id: Option<&'a str>,
+        title: &'a str,
+        message: &'a str,
+        last_error: Option<&'a str>,
+        opened_at: String,
+        resolved_at: Option<String>,
     }
+    let data = Data {
+        alert_id: &alert.id,
+        rule: &alert.rule,
+        status: if alert.open { "open" } else { "resolved" },
+        webhook_id: alert
+            .subject
+            .starts_with("wh_")
+            .then_some(alert.subject.as_str()),
+        title: &alert.title,
+        message: &alert.message,
+        last_error: alert.last_error.as_deref(),
+        opened_at: clock::rfc3339(alert.opened_at),
+        resolved_at: alert.resolved_at.map(clock::rfc3339),
+    };
+    // Serialising strings and options into a String cannot fail.
+    let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".to_owned());
+    envelope::new_event(EVENT_TYPE, None, envelope::Data::Text(&data), now)
 }
 
 fn evaluate(
