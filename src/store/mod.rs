@@ -12,6 +12,13 @@
 //!   engine bookkeeping commit at `NORMAL` instead (see `writer.rs`).
 //! - `foreign_keys=ON` so a delivery can never point at a missing event or
 //!   webhook.
+//! - `temp_store=MEMORY` on the writer connection: the statement journal
+//!   (the pages a savepoint or a statement that may fail would restore) then
+//!   stays in memory. With the default it spilled to a temporary file past
+//!   64 KiB, about 22 `write`/`lseek` system calls per published event in
+//!   the writer. It holds one op's pages at most (it is emptied at each
+//!   `RELEASE`) and is never needed after a crash: the WAL is the journal.
+//!   Set after the migrations, whose index builds may sort more than fits.
 //! - `busy_timeout` on every connection (writer, readers, the CLI's) so the
 //!   CLI (`hookbox token create` while `serve` runs) and Litestream's own
 //!   connection wait for a lock instead of failing.
@@ -242,6 +249,9 @@ pub fn open_writer_for(path: &Path, replication: Replication) -> Result<Connecti
     }
     conn.set_prepared_statement_cache_capacity(64);
     schema::migrate(&mut conn)?;
+    // After the migrations, whose index builds may sort more than fits.
+    conn.execute_batch("PRAGMA temp_store=MEMORY")
+        .context("keeping the statement journal in memory")?;
     Ok(conn)
 }
 

@@ -266,7 +266,8 @@ pub fn disable(conn: &Connection, id: &str, reason: &str, now: i64) -> Result<bo
 
 /// Records whether the webhook's latest attempt succeeded. A webhook whose
 /// attempts have all failed for `disable_after_ms` or longer is disabled;
-/// returns true when this call disabled it.
+/// returns true when this call disabled it. The row is written only when
+/// the health changes: a run of failures starts, or a success ends one.
 pub fn record_health(
     conn: &Connection,
     id: &str,
@@ -282,17 +283,23 @@ pub fn record_health(
         .context("recording webhook success")?;
         return Ok(false);
     }
-    let since: Option<i64> = conn
-        .prepare_cached(
-            "UPDATE webhooks SET failing_since = coalesce(failing_since, ?2) WHERE id = ?1 \
-             RETURNING failing_since",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(params![id, now], |row| row.get(0))
-                .optional()
-        })
-        .context("recording webhook failure")?
-        .flatten();
+    // Read first: the row is written only when a run of failures starts,
+    // not on every failed attempt of a run.
+    let known: Option<Option<i64>> = conn
+        .prepare_cached("SELECT failing_since FROM webhooks WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+        .context("reading webhook health")?;
+    let since = match known {
+        // Gone (deleted rows stay, so this is a webhook that never was).
+        None => None,
+        Some(Some(since)) => Some(since),
+        Some(None) => {
+            conn.prepare_cached("UPDATE webhooks SET failing_since = ?2 WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![id, now]))
+                .context("recording webhook failure")?;
+            Some(now)
+        }
+    };
     match since {
         Some(since) if now - since >= disable_after_ms => {
             let window = crate::clock::human_duration(disable_after_ms);

@@ -617,8 +617,7 @@ impl Writer {
         let mut after_replica: Vec<Completion> = Vec::new();
         self.set_sync(batch.iter().any(WriteOp::answered_as_durable));
         let began = self
-            .conn
-            .execute_batch("BEGIN IMMEDIATE")
+            .exec_cached("BEGIN IMMEDIATE")
             .context("starting transaction");
         if let Err(e) = began {
             log::warn!("{e}");
@@ -654,11 +653,11 @@ impl Writer {
                 "SQLite rolled the transaction back".into(),
             ))
         } else {
-            self.conn.execute_batch("COMMIT").context("committing")
+            self.exec_cached("COMMIT").context("committing")
         };
         if let Err(e) = &committed {
             log::error!("{e}; the batch is rolled back");
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.exec_cached("ROLLBACK");
             // The fan-out table may hold changes that were just undone.
             match Subscriptions::load(&self.conn) {
                 Ok(subs) => self.subscriptions = subs,
@@ -705,7 +704,7 @@ impl Writer {
         } else {
             "PRAGMA synchronous=NORMAL"
         };
-        match self.conn.execute_batch(pragma) {
+        match self.exec_cached(pragma) {
             Ok(()) => self.sync_full = full,
             Err(e) => log::warn!("setting {pragma}: {e}"),
         }
@@ -737,23 +736,32 @@ impl Writer {
     /// Runs one op in a savepoint: on error only that op is undone.
     fn apply_in_savepoint(&mut self, op: WriteOp) -> Completion {
         if let Err(e) = self
-            .conn
-            .execute_batch("SAVEPOINT op")
+            .exec_cached("SAVEPOINT op")
             .context("starting savepoint")
         {
             let refused = self.refuse(op);
             return Box::new(move |_| refused(Err(&e)));
         }
         let (ok, completion) = self.apply(op);
-        let end = if ok {
-            "RELEASE op"
+        let ended = if ok {
+            self.exec_cached("RELEASE op")
         } else {
-            "ROLLBACK TO op; RELEASE op"
+            self.exec_cached("ROLLBACK TO op")
+                .and_then(|()| self.exec_cached("RELEASE op"))
         };
-        if let Err(e) = self.conn.execute_batch(end) {
+        if let Err(e) = ended {
             log::error!("ending savepoint: {e}");
         }
         completion
+    }
+
+    /// Runs one of the batch's fixed statements (`BEGIN`, `COMMIT`,
+    /// `SAVEPOINT`, `RELEASE`, a `synchronous` pragma) from the statement
+    /// cache. `execute_batch` would parse and plan the text again on every
+    /// call: a few thousand instructions each, several times per op.
+    fn exec_cached(&self, sql: &'static str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
     }
 
     /// Applies one op; the bool says whether to keep its changes.
