@@ -100,10 +100,7 @@ pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
         .max_idle_connections(256)
         .max_idle_connections_per_host(16)
         .build();
-    let resolver = PolicyResolver {
-        allow,
-        inner: Default::default(),
-    };
+    let resolver = PolicyResolver::new(allow);
     ureq::Agent::with_parts(
         config,
         ureq::unversioned::transport::DefaultConnector::default(),
