@@ -108,10 +108,16 @@ pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
     )
 }
 
-/// Sends one signed attempt of `job` and reports what happened.
-pub fn send(agent: &ureq::Agent, job: &Job, policy: &RetryPolicy) -> Outcome {
+/// Sends one signed attempt of `job` and reports what happened; `keys` are
+/// this worker's keyed secrets.
+pub fn send(
+    agent: &ureq::Agent,
+    keys: &mut sign::KeyCache,
+    job: &Job,
+    policy: &RetryPolicy,
+) -> Outcome {
     let timestamp = clock::now_ms() / 1000;
-    let signature = sign::header(&job.secrets, &job.event_id, timestamp, &job.payload);
+    let signature = keys.header(&job.secrets, &job.event_id, timestamp, &job.payload);
     let message = Message {
         msg_id: &job.event_id,
         timestamp,
@@ -242,6 +248,7 @@ pub fn run(
     stopping: Arc<AtomicBool>,
     monitor: Arc<crate::monitor::Monitor>,
 ) {
+    let mut keys = sign::KeyCache::default();
     for job in jobs {
         if stopping.load(Ordering::Acquire) {
             // Handed back: still `delivering` in the database, so the next
@@ -250,7 +257,7 @@ pub fn run(
         }
         let started_at = clock::now_ms();
         let clock = Instant::now();
-        let outcome = send(&agent, &job, &policy);
+        let outcome = send(&agent, &mut keys, &job, &policy);
         let elapsed = clock.elapsed();
         let duration_ms = elapsed.as_millis() as i64;
         let next = decide(
