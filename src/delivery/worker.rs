@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
+use ureq::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 
 use super::backoff;
 use super::sign;
@@ -138,15 +139,22 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+// The request's header names and fixed values, made once: the names are
+// not parsed and checked again on every attempt.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// POSTs `message` to `url` and reports what happened; `Retry-After` is
 /// capped at `retry_cap`.
 pub fn post(agent: &ureq::Agent, url: &str, message: &Message<'_>, retry_cap: Duration) -> Outcome {
     let result = agent
         .post(url)
-        .header("Content-Type", "application/json")
-        .header("webhook-id", message.msg_id)
-        .header("webhook-timestamp", message.timestamp.to_string())
-        .header("webhook-signature", &message.signature)
+        .header(CONTENT_TYPE, JSON)
+        .header(WEBHOOK_ID, message.msg_id)
+        .header(WEBHOOK_TIMESTAMP, HeaderValue::from(message.timestamp))
+        .header(WEBHOOK_SIGNATURE, &message.signature)
         .send(message.payload);
     match result {
         Ok(mut response) => {
