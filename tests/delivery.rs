@@ -1446,6 +1446,48 @@ fn a_name_resolving_to_loopback_is_blocked_at_connect_time_unless_allowed() {
 }
 
 #[test]
+fn an_ip_literal_loopback_target_is_blocked_at_connect_time_without_a_lookup() {
+    let rx = Receiver::start(|_, _| Answer::ok());
+    // http://127.0.0.1:PORT/literal: judged as it is, no name to resolve.
+    let url = rx.url("/literal");
+
+    // Registered while the policy allowed it; restarted without
+    // --allow-targets, every attempt is refused before connecting.
+    let mut server = serve(&["--max-attempts", "2", "--pause-delivery"]);
+    let hook = webhook(&server, &url);
+    let first = id(&publish(&server, "item.created"));
+    let second = id(&publish(&server, "item.created"));
+    assert_eq!(server.terminate().code(), Some(0), "{}", server.log());
+    server.restart_with(&["--max-attempts", "1"]);
+    for event_id in [&first, &second] {
+        let d = wait_status(
+            &server,
+            &delivery_of(&server, event_id, &hook),
+            "failed",
+            SHORT,
+        );
+        assert_eq!(status_codes(&d), [None], "{d}");
+        assert_eq!(error_kinds(&d), [Some("blocked_target".into())], "{d}");
+    }
+    assert_eq!(rx.count(), 0, "{:?}", rx.requests());
+
+    // Allowed, the same literal is delivered to, attempt after attempt.
+    let open = serve(&[]);
+    let hook = webhook(&open, &url);
+    for _ in 0..3 {
+        let event_id = id(&publish(&open, "item.created"));
+        let d = wait_status(
+            &open,
+            &delivery_of(&open, &event_id, &hook),
+            "succeeded",
+            SHORT,
+        );
+        assert_eq!(status_codes(&d), [Some(200)], "{d}");
+    }
+    assert_eq!(rx.count(), 3, "{:?}", rx.requests());
+}
+
+#[test]
 fn replay_requeues_a_webhooks_failed_deliveries_in_range() {
     let status = Arc::new(AtomicU16::new(500));
     let rx = Receiver::start({

@@ -14,11 +14,37 @@
 //! 422 at once; a name that does not resolve (yet) is accepted, since the
 //! binding check is the one at connect time, made by the delivery engine on
 //! every attempt (DNS rebinding).
+//!
+//! [`PolicyResolver`] is that connect-time check: ureq asks it for the
+//! addresses of every request's host (even when the connection then comes
+//! from the pool) and connects only to what it returns, so nothing refused
+//! is ever returned. An IP-literal host (the common case on an internal
+//! network) is judged as it is: no lookup, no thread. A host name is looked
+//! up by ureq's resolver, which runs `getaddrinfo` on a thread of its own
+//! so that a hung lookup costs at most the connect timeout; the answers
+//! are filtered by the policy, and the allowed ones are kept in a small
+//! cache, keyed by host and port, for [`RESOLVED_TTL`] (5 s). So a name
+//! costs one lookup thread per 5 s instead of one per attempt.
+//!
+//! Why the cache keeps DNS rebinding out: it holds only addresses that
+//! passed the policy, and those are the addresses connected to. A name that
+//! rebinds from a public address to an internal one gets, for at most the
+//! TTL, the public address it was checked at (the connection goes there,
+//! not to the new answer); after that the new answer is looked up and
+//! refused. Refusals and failed lookups are not cached: such a name is
+//! looked up again at every attempt. The cache lives as long as the agent,
+//! whose allow list does not change; it is bounded (1,024 names; the
+//! expired go first, all of them if none had).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
+use ureq::unversioned::resolver::{
+    DefaultResolver, ResolvedSocketAddrs, Resolver as ResolverTrait,
+};
+use ureq::unversioned::transport::NextTimeout;
 use url::{Host, Url};
 
 use crate::config::Cidr;
@@ -206,6 +232,152 @@ pub fn check_resolved(url: &str, allow: &[Cidr]) -> Result<(), String> {
 pub fn loggable(url: &str) -> &str {
     let end = url.find(['?', '#']).unwrap_or(url.len());
     &url[..end]
+}
+
+/// The error a connection attempt fails with when every address of the
+/// target is refused by the policy; the worker records it as `blocked_target`.
+#[derive(Debug)]
+pub struct BlockedTarget(pub String);
+
+impl std::fmt::Display for BlockedTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blocked target: {}", self.0)
+    }
+}
+
+impl std::error::Error for BlockedTarget {}
+
+fn blocked(why: String) -> ureq::Error {
+    ureq::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        BlockedTarget(why),
+    ))
+}
+
+/// How long a host name's policy-checked addresses are reused before the
+/// name is looked up again (module doc: the resolution cache).
+pub const RESOLVED_TTL: Duration = Duration::from_secs(5);
+
+/// How many host names the resolution cache holds at most; past it,
+/// expired entries go, and if none had expired, all of them.
+const RESOLVED_MAX: usize = 1024;
+
+/// Addresses of one host name that passed the policy, until `until`.
+#[derive(Debug, Clone)]
+struct Resolved {
+    addrs: ResolvedSocketAddrs,
+    until: Instant,
+}
+
+/// ureq's resolver with the target policy applied at connect time: what it
+/// returns is what ureq connects to, and nothing refused is ever in it.
+///
+/// An IP-literal host is judged as it is, without a lookup. A host name is
+/// looked up by ureq's [`DefaultResolver`] (its own thread, bounded by the
+/// connect timeout), its answers filtered by the policy, and the allowed
+/// ones kept for [`RESOLVED_TTL`] (module doc: the resolution cache).
+#[derive(Debug)]
+pub struct PolicyResolver {
+    allow: Vec<Cidr>,
+    inner: DefaultResolver,
+    cache: Mutex<HashMap<(String, u16), Resolved>>,
+}
+
+impl PolicyResolver {
+    pub fn new(allow: Vec<Cidr>) -> PolicyResolver {
+        PolicyResolver {
+            allow,
+            inner: DefaultResolver::default(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The addresses of `host:port` that passed the policy less than
+    /// [`RESOLVED_TTL`] ago.
+    fn cached(&self, host: &str, port: u16, now: Instant) -> Option<ResolvedSocketAddrs> {
+        let cache = self.cache.lock().ok()?;
+        let hit = cache.get(&(host.to_owned(), port))?;
+        (now < hit.until).then(|| hit.addrs.clone())
+    }
+
+    fn remember(&self, host: &str, port: u16, addrs: &ResolvedSocketAddrs, now: Instant) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= RESOLVED_MAX {
+            cache.retain(|_, r| now < r.until);
+            if cache.len() >= RESOLVED_MAX {
+                cache.clear();
+            }
+        }
+        let entry = Resolved {
+            addrs: addrs.clone(),
+            until: now + RESOLVED_TTL,
+        };
+        cache.insert((host.to_owned(), port), entry);
+    }
+
+    /// `addrs` without the refused ones, or why all of them are refused.
+    fn filter(
+        &self,
+        host: &str,
+        literal: bool,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut allowed = ResolverTrait::empty(self);
+        let mut why_not = None;
+        for addr in addrs {
+            match refused(addr.ip(), &self.allow) {
+                None => allowed.push(addr),
+                Some(reason) => why_not = Some(reason),
+            }
+        }
+        match (allowed.is_empty(), why_not) {
+            (true, Some(reason)) if literal => Err(blocked(format!(
+                "{host} is {reason}; only public addresses are allowed unless listed in --allow-targets"
+            ))),
+            (true, Some(reason)) => Err(blocked(resolves_to(host, reason))),
+            _ => Ok(allowed),
+        }
+    }
+
+    /// [`ResolverTrait::resolve`] at `now`.
+    fn resolve_at(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+        now: Instant,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let port = match uri.scheme_str() {
+            Some("http") => uri.port_u16().unwrap_or(80),
+            Some("https") => uri.port_u16().unwrap_or(443),
+            // ureq's resolver says what is wrong with the URI.
+            _ => return self.inner.resolve(uri, config, timeout),
+        };
+        let host = uri.host().unwrap_or_default();
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return self.filter(host, true, [SocketAddr::new(ip, port)]);
+        }
+        if let Some(addrs) = self.cached(host, port, now) {
+            return Ok(addrs);
+        }
+        let resolved = self.inner.resolve(uri, config, timeout)?;
+        let allowed = self.filter(host, false, resolved.iter().copied())?;
+        self.remember(host, port, &allowed, now);
+        Ok(allowed)
+    }
+}
+
+impl ResolverTrait for PolicyResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        self.resolve_at(uri, config, timeout, Instant::now())
+    }
 }
 
 #[cfg(test)]
@@ -496,64 +668,109 @@ mod tests {
             }
         }
     }
-}
 
-/// The error a connection attempt fails with when every address of the
-/// target is refused by the policy; the worker records it as `blocked_target`.
-#[derive(Debug)]
-pub struct BlockedTarget(pub String);
+    // The connect-time resolver: what it returns is what ureq connects to.
 
-impl std::fmt::Display for BlockedTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "blocked target: {}", self.0)
-    }
-}
-
-impl std::error::Error for BlockedTarget {}
-
-fn blocked(why: String) -> ureq::Error {
-    ureq::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        BlockedTarget(why),
-    ))
-}
-
-/// ureq's resolver with the target policy applied to what DNS returns, at
-/// connect time: a name that resolves (or rebinds) to a refused address is
-/// never connected to.
-#[derive(Debug)]
-pub struct PolicyResolver {
-    pub allow: Vec<Cidr>,
-    pub inner: ureq::unversioned::resolver::DefaultResolver,
-}
-
-impl ureq::unversioned::resolver::Resolver for PolicyResolver {
     fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let resolved = self.inner.resolve(uri, config, timeout)?;
-        let mut allowed = self.inner.empty();
-        let mut why_not = None;
-        for addr in resolved.iter().copied() {
-            match refused(addr.ip(), &self.allow) {
-                None => allowed.push(addr),
-                Some(reason) => why_not = Some(reason),
-            }
+        resolver: &PolicyResolver,
+        url: &str,
+        now: Instant,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let uri: ureq::http::Uri = url.parse().unwrap();
+        let config = ureq::config::Config::default();
+        resolver.resolve_at(&uri, &config, NextTimeout::default(), now)
+    }
+
+    fn blocked_why(result: Result<ResolvedSocketAddrs, ureq::Error>) -> String {
+        match result {
+            Err(ureq::Error::Io(e)) => match e.get_ref().and_then(|i| i.downcast_ref()) {
+                Some(BlockedTarget(why)) => why.clone(),
+                None => panic!("not a blocked target: {e}"),
+            },
+            other => panic!("not refused: {other:?}"),
         }
-        let host = uri.host().unwrap_or_default();
-        let literal = host
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<IpAddr>()
-            .is_ok();
-        match (allowed.is_empty(), why_not) {
-            (true, Some(reason)) if literal => Err(blocked(format!(
-                "{host} is {reason}; only public addresses are allowed unless listed in --allow-targets"
-            ))),
-            (true, Some(reason)) => Err(blocked(resolves_to(host, reason))),
-            _ => Ok(allowed),
+    }
+
+    #[test]
+    fn ip_literal_targets_are_judged_without_a_lookup_or_a_cache_entry() {
+        let strict = PolicyResolver::new(Vec::new());
+        let now = Instant::now();
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://10.0.0.1/",
+            "https://[::1]:8443/",
+            "http://[::ffff:169.254.169.254]/",
+        ] {
+            let why = blocked_why(resolve(&strict, url, now));
+            assert!(why.contains("only public addresses"), "{url}: {why}");
         }
+        let allow = vec![parse_cidr("127.0.0.0/8").unwrap()];
+        let open = PolicyResolver::new(allow);
+        let addrs = resolve(&open, "http://127.0.0.1:9/x", now).unwrap();
+        assert_eq!(addrs.to_vec(), ["127.0.0.1:9".parse().unwrap()]);
+        let addrs = resolve(&open, "https://127.0.0.2/", now).unwrap();
+        assert_eq!(addrs.to_vec(), ["127.0.0.2:443".parse().unwrap()]);
+        // Still refused what the allow list does not hold.
+        blocked_why(resolve(&open, "http://[::1]:9/", now));
+        assert!(open.cache.lock().unwrap().is_empty());
+        assert!(strict.cache.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_name_resolving_to_a_refused_address_is_refused_every_time_and_never_cached() {
+        // localhost resolves through /etc/hosts: no DNS query leaves.
+        let strict = PolicyResolver::new(Vec::new());
+        let now = Instant::now();
+        for _ in 0..2 {
+            let why = blocked_why(resolve(&strict, "http://localhost:9/x", now));
+            assert!(why.starts_with("localhost resolves to "), "{why}");
+            assert!(!why.contains("127."), "{why}");
+        }
+        assert!(strict.cache.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_name_that_passed_the_policy_is_reused_until_its_ttl_and_then_looked_up_again() {
+        let allow = vec![
+            parse_cidr("127.0.0.0/8").unwrap(),
+            parse_cidr("::1/128").unwrap(),
+        ];
+        let resolver = PolicyResolver::new(allow);
+        let t0 = Instant::now();
+        let first = resolve(&resolver, "http://localhost:9/x", t0).unwrap();
+        assert!(!first.is_empty());
+        assert!(first.iter().all(|a| a.ip().is_loopback() && a.port() == 9));
+        // Stand in for what a rebinding name would answer next: the cached,
+        // already-checked addresses are used instead of a new lookup.
+        let rebound: SocketAddr = "127.9.9.9:9".parse().unwrap();
+        let mut planted = resolver.empty();
+        planted.push(rebound);
+        resolver.remember("localhost", 9, &planted, t0);
+        let soon = t0 + RESOLVED_TTL - Duration::from_millis(1);
+        assert_eq!(
+            resolve(&resolver, "http://localhost:9/x", soon)
+                .unwrap()
+                .to_vec(),
+            [rebound]
+        );
+        // Another port is another entry.
+        let other = resolve(&resolver, "http://localhost:10/x", soon).unwrap();
+        assert!(other.iter().all(|a| a.port() == 10));
+        // Past the TTL the name is looked up (and judged) again.
+        let later = t0 + RESOLVED_TTL;
+        let again = resolve(&resolver, "http://localhost:9/x", later).unwrap();
+        assert!(!again.contains(&rebound), "{again:?}");
+    }
+
+    #[test]
+    fn the_resolution_cache_stays_bounded() {
+        let resolver = PolicyResolver::new(Vec::new());
+        let now = Instant::now();
+        let mut addrs = resolver.empty();
+        addrs.push("93.184.216.34:443".parse().unwrap());
+        for i in 0..(RESOLVED_MAX + 10) {
+            resolver.remember(&format!("h{i}.example"), 443, &addrs, now);
+        }
+        assert!(resolver.cache.lock().unwrap().len() <= RESOLVED_MAX);
     }
 }

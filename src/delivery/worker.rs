@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
+use ureq::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 
 use super::backoff;
 use super::sign;
@@ -100,10 +101,7 @@ pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
         .max_idle_connections(256)
         .max_idle_connections_per_host(16)
         .build();
-    let resolver = PolicyResolver {
-        allow,
-        inner: Default::default(),
-    };
+    let resolver = PolicyResolver::new(allow);
     ureq::Agent::with_parts(
         config,
         ureq::unversioned::transport::DefaultConnector::default(),
@@ -111,10 +109,16 @@ pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
     )
 }
 
-/// Sends one signed attempt of `job` and reports what happened.
-pub fn send(agent: &ureq::Agent, job: &Job, policy: &RetryPolicy) -> Outcome {
+/// Sends one signed attempt of `job` and reports what happened; `keys` are
+/// this worker's keyed secrets.
+pub fn send(
+    agent: &ureq::Agent,
+    keys: &mut sign::KeyCache,
+    job: &Job,
+    policy: &RetryPolicy,
+) -> Outcome {
     let timestamp = clock::now_ms() / 1000;
-    let signature = sign::header(&job.secrets, &job.event_id, timestamp, &job.payload);
+    let signature = keys.header(&job.secrets, &job.event_id, timestamp, &job.payload);
     let message = Message {
         msg_id: &job.event_id,
         timestamp,
@@ -135,15 +139,22 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+// The request's header names and fixed values, made once: the names are
+// not parsed and checked again on every attempt.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// POSTs `message` to `url` and reports what happened; `Retry-After` is
 /// capped at `retry_cap`.
 pub fn post(agent: &ureq::Agent, url: &str, message: &Message<'_>, retry_cap: Duration) -> Outcome {
     let result = agent
         .post(url)
-        .header("Content-Type", "application/json")
-        .header("webhook-id", message.msg_id)
-        .header("webhook-timestamp", message.timestamp.to_string())
-        .header("webhook-signature", &message.signature)
+        .header(CONTENT_TYPE, JSON)
+        .header(WEBHOOK_ID, message.msg_id)
+        .header(WEBHOOK_TIMESTAMP, HeaderValue::from(message.timestamp))
+        .header(WEBHOOK_SIGNATURE, &message.signature)
         .send(message.payload);
     match result {
         Ok(mut response) => {
@@ -245,6 +256,7 @@ pub fn run(
     stopping: Arc<AtomicBool>,
     monitor: Arc<crate::monitor::Monitor>,
 ) {
+    let mut keys = sign::KeyCache::default();
     for job in jobs {
         if stopping.load(Ordering::Acquire) {
             // Handed back: still `delivering` in the database, so the next
@@ -253,7 +265,7 @@ pub fn run(
         }
         let started_at = clock::now_ms();
         let clock = Instant::now();
-        let outcome = send(&agent, &job, &policy);
+        let outcome = send(&agent, &mut keys, &job, &policy);
         let elapsed = clock.elapsed();
         let duration_ms = elapsed.as_millis() as i64;
         let next = decide(
