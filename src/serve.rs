@@ -36,7 +36,7 @@ use crate::monitor::{Monitor, alerts};
 use crate::notify::{self, Notifier};
 use crate::retention;
 use crate::secrets;
-use crate::store::audit::{self, Actor};
+use crate::store::audit::{self, Actor, AuditAction};
 use crate::store::replica::ReplicaConfig;
 use crate::store::writer::{Wakeups, WriterConfig};
 use crate::store::{self, ReadPool, Replication, events, tokens, writer};
@@ -408,7 +408,7 @@ fn alert_webhook(
             audit::record(
                 conn,
                 &Actor::System,
-                "webhook.created",
+                AuditAction::WebhookCreated,
                 Some(&w.id),
                 "created the --alert-url webhook for hookbox.alert",
                 now,
@@ -528,7 +528,7 @@ fn bootstrap_admin_token(conn: &rusqlite::Connection, db: &Path) -> anyhow::Resu
     audit::record(
         &tx,
         &Actor::System,
-        "token.created",
+        AuditAction::TokenCreated,
         Some(&row.id),
         summary,
         row.created_at,
