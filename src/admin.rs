@@ -18,7 +18,7 @@ use crate::config::{Cidr, Scope, TokenCommand, VerifyArgs};
 use crate::delivery::sign;
 use crate::ids::{self, Kind};
 use crate::secrets;
-use crate::store::audit::{self, Actor};
+use crate::store::audit::{self, Actor, AuditAction};
 use crate::store::{self, schema, tokens};
 
 pub fn token(command: TokenCommand) -> anyhow::Result<()> {
@@ -74,7 +74,7 @@ fn token_create(db: &Path, name: &str, scope: Scope, allow: Vec<Cidr>) -> anyhow
     audit::record(
         &tx,
         &Actor::Cli,
-        "token.created",
+        AuditAction::TokenCreated,
         Some(&row.id),
         &summary,
         row.created_at,
@@ -165,7 +165,7 @@ fn token_revoke(db: &Path, id: &str) -> anyhow::Result<()> {
     audit::record(
         &tx,
         &Actor::Cli,
-        "token.revoked",
+        AuditAction::TokenRevoked,
         Some(id),
         "revoked token",
         now,

@@ -3090,3 +3090,46 @@ fn post_without_any_body_is_400_empty_body_not_415() {
     let r = server.send("POST", EVENTS, &[], None, Some(&server.token));
     r.error(400, "empty_body");
 }
+
+#[test]
+fn audit_log_filter_refuses_an_unknown_action_and_names_every_valid_one() {
+    let server = Server::start();
+    let error = server
+        .get("/api/v1/audit-log?action=webhook.exploded")
+        .error(422, "validation_failed");
+    let details = error["details"].as_array().unwrap();
+    let detail = details
+        .iter()
+        .find(|d| d["field"] == "action")
+        .unwrap_or_else(|| panic!("no detail for action: {error}"));
+    assert_eq!(detail["code"], "invalid", "{error}");
+    let message = detail["message"].as_str().unwrap();
+    for action in [
+        "webhook.created",
+        "webhook.updated",
+        "webhook.enabled",
+        "webhook.disabled",
+        "webhook.deleted",
+        "webhook.secret_rotated",
+        "webhook.tested",
+        "webhook.replayed",
+        "delivery.retried",
+        "token.created",
+        "token.revoked",
+        "event_type.created",
+    ] {
+        assert!(
+            message.contains(action),
+            "{action} missing from {message:?}"
+        );
+    }
+    // A known action filters (the server's first token was audited).
+    let r = server.get("/api/v1/audit-log?action=token.created");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rows = r.json()["data"].as_array().unwrap().clone();
+    assert!(!rows.is_empty(), "{rows:?}");
+    assert!(
+        rows.iter().all(|e| e["action"] == "token.created"),
+        "{rows:?}"
+    );
+}

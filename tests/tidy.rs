@@ -60,3 +60,25 @@ fn no_machine_specific_absolute_paths_are_committed() {
         }
     }
 }
+
+/// The store must not know HTTP or the monitor: `store/` is below both
+/// (the API and the alerts thread call the writer, never the reverse), so
+/// an import of either would be a circle.
+#[test]
+fn the_store_imports_neither_the_api_nor_the_monitor() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src/store"), &mut files);
+    assert!(files.len() > 5, "found only {files:?}");
+    let forbidden = ["crate::api", "crate::monitor", "tiny_http"];
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for needle in forbidden {
+            if text.contains(needle) {
+                found.push(format!("{} mentions {needle}", file.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}

@@ -1,5 +1,6 @@
 //! `GET /api/v1/audit-log`: every change, newest first, filterable by
-//! action (`?action=webhook.created`) and time (`?since=`, `?until=`).
+//! action (`?action=webhook.created`, one of [`AuditAction::ALL`]) and
+//! time (`?since=`, `?until=`).
 
 use serde_json::json;
 
@@ -7,7 +8,7 @@ use super::body::Page;
 use super::{ApiError, Ctx, Reply};
 use crate::clock;
 use crate::ids::Kind;
-use crate::store::audit::{self, Entry, Query};
+use crate::store::audit::{self, AuditAction, Entry, Query};
 use crate::validation::{self, FieldError};
 
 fn to_json(e: &Entry) -> serde_json::Value {
@@ -17,7 +18,7 @@ fn to_json(e: &Entry) -> serde_json::Value {
         "actor": e.actor,
         "actor_name": e.actor_name,
         "client": e.client,
-        "action": e.action,
+        "action": e.action.as_str(),
         "target": e.target,
         "summary": e.summary,
     })
@@ -33,12 +34,16 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     };
     for (key, value) in &ctx.query {
         match key.as_str() {
-            "action" if is_action(value) => query.action = Some(value.clone()),
-            "action" => errors.push(FieldError::new(
-                "action",
-                "invalid",
-                "must be an action name such as webhook.created",
-            )),
+            "action" => match AuditAction::parse(value) {
+                Some(action) => query.action = Some(action),
+                // Built whole: `FieldError::new` cuts long messages (which
+                // may quote a huge input); this one quotes none.
+                None => errors.push(FieldError {
+                    field: "action".into(),
+                    code: "invalid",
+                    message: format!("must be one of {}", action_list()),
+                }),
+            },
             "since" => query.since = validation::time("since", value, &mut errors),
             "until" => query.until = validation::time("until", value, &mut errors),
             _ => {}
@@ -51,11 +56,8 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &page.body(rows, |e| &e.id, to_json)))
 }
 
-/// `thing.verb`, lower case with underscores.
-fn is_action(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+/// `webhook.created, webhook.updated, ...`: every action the log holds.
+fn action_list() -> String {
+    let names: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+    names.join(", ")
 }

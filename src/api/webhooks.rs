@@ -7,7 +7,7 @@ use super::{ApiError, Ctx, Reply};
 use crate::clock;
 use crate::delivery::{sign, target};
 use crate::ids::{self, Kind};
-use crate::store::webhooks::{self, Patch, Webhook};
+use crate::store::webhooks::{self, DisableReason, Patch, Webhook};
 use crate::validation::FieldError;
 
 const MAX_EVENTS: usize = 100;
@@ -31,7 +31,7 @@ pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
         "max_attempts": w.max_attempts,
         "rate_limit_per_s": w.rate_limit_per_s,
         "enabled": w.enabled,
-        "disabled_reason": w.disabled_reason,
+        "disabled_reason": w.disabled_reason.as_ref().map(ToString::to_string),
         "created_at": clock::rfc3339(w.created_at),
         "updated_at": clock::rfc3339(w.updated_at),
         "previous_secret_expires_at": previous_secret_expiry(w),
@@ -147,7 +147,7 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         max_attempts,
         rate_limit_per_s,
         enabled,
-        disabled_reason: (!enabled).then(|| "created disabled".to_owned()),
+        disabled_reason: (!enabled).then_some(DisableReason::CreatedDisabled),
         created_at: now,
         updated_at: now,
         previous_secret: None,

@@ -34,8 +34,8 @@ use crate::clock;
 use crate::envelope;
 use crate::ids::{self, Kind};
 use crate::store::events::Event;
-use crate::store::monitoring::{self, Alert};
-use crate::store::writer::{AlertChange, WriterHandle};
+use crate::store::monitoring::{self, Alert, AlertChange};
+use crate::store::writer::WriterHandle;
 use crate::store::{self, webhooks};
 
 /// The event type alerts are published as.
@@ -136,7 +136,7 @@ fn apply(writer: &WriterHandle, open: &mut HashSet<(String, String)>, f: Finding
             subject: alert.subject.clone(),
         }
     };
-    match writer.alert(change, now) {
+    match writer.alert(change, event, now) {
         Ok(Some(stored)) => {
             if stored.open {
                 log::warn!("alert raised: {}: {}", stored.title, stored.message);
@@ -282,8 +282,8 @@ fn evaluate(
         let auto = !hook.enabled
             && hook
                 .disabled_reason
-                .as_deref()
-                .is_some_and(|r| r != "disabled by the API" && r != "created disabled");
+                .as_ref()
+                .is_some_and(webhooks::DisableReason::by_system);
         out.push(Finding {
             rule: "webhook_disabled".into(),
             subject: hook.id.clone(),
@@ -291,7 +291,9 @@ fn evaluate(
             title: format!("{name} was disabled"),
             message: format!(
                 "hookbox disabled {name}: {}. Its deliveries are held; enable it again with PATCH {{\"enabled\": true}} once the receiver works.",
-                hook.disabled_reason.as_deref().unwrap_or("unknown")
+                hook.disabled_reason
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), ToString::to_string)
             ),
             last_error: last.error.clone(),
         });

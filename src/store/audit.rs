@@ -3,8 +3,12 @@
 //! and a row never without its change.
 //!
 //! Summaries are built by callers from field names and ids, never from
-//! secrets or tokens.
+//! secrets or tokens. The domain module that applies a change writes its
+//! row (`webhooks.rs`, `tokens.rs`, ...); this file owns the table, the
+//! closed list of actions ([`AuditAction`]) and who made a change
+//! ([`Actor`]).
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, params};
 
 use super::{Context, StoreError};
@@ -35,6 +39,85 @@ impl Actor {
     }
 }
 
+/// What a change did: the `action` column and the API's `action` field and
+/// `?action=` filter, one text each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    WebhookCreated,
+    WebhookUpdated,
+    WebhookEnabled,
+    WebhookDisabled,
+    WebhookDeleted,
+    WebhookSecretRotated,
+    WebhookTested,
+    WebhookReplayed,
+    DeliveryRetried,
+    TokenCreated,
+    TokenRevoked,
+    EventTypeCreated,
+}
+
+impl AuditAction {
+    /// Every action, in the order the API lists them.
+    pub const ALL: [AuditAction; 12] = [
+        AuditAction::WebhookCreated,
+        AuditAction::WebhookUpdated,
+        AuditAction::WebhookEnabled,
+        AuditAction::WebhookDisabled,
+        AuditAction::WebhookDeleted,
+        AuditAction::WebhookSecretRotated,
+        AuditAction::WebhookTested,
+        AuditAction::WebhookReplayed,
+        AuditAction::DeliveryRetried,
+        AuditAction::TokenCreated,
+        AuditAction::TokenRevoked,
+        AuditAction::EventTypeCreated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::WebhookCreated => "webhook.created",
+            AuditAction::WebhookUpdated => "webhook.updated",
+            AuditAction::WebhookEnabled => "webhook.enabled",
+            AuditAction::WebhookDisabled => "webhook.disabled",
+            AuditAction::WebhookDeleted => "webhook.deleted",
+            AuditAction::WebhookSecretRotated => "webhook.secret_rotated",
+            AuditAction::WebhookTested => "webhook.tested",
+            AuditAction::WebhookReplayed => "webhook.replayed",
+            AuditAction::DeliveryRetried => "delivery.retried",
+            AuditAction::TokenCreated => "token.created",
+            AuditAction::TokenRevoked => "token.revoked",
+            AuditAction::EventTypeCreated => "event_type.created",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AuditAction> {
+        AuditAction::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ToSql for AuditAction {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+/// Every row was written from this list; another text (a newer version's
+/// row after a downgrade) is an error, not a guess.
+impl FromSql for AuditAction {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        AuditAction::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown audit action {text:?}").into()))
+    }
+}
+
 /// One audit log row.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -43,7 +126,7 @@ pub struct Entry {
     pub actor: String,
     pub actor_name: Option<String>,
     pub client: Option<String>,
-    pub action: String,
+    pub action: AuditAction,
     pub target: Option<String>,
     pub summary: String,
 }
@@ -62,7 +145,7 @@ pub fn allow_summary(allow: &[crate::config::Cidr]) -> String {
 pub fn record(
     conn: &Connection,
     actor: &Actor,
-    action: &str,
+    action: AuditAction,
     target: Option<&str>,
     summary: &str,
     now: i64,
@@ -91,7 +174,7 @@ pub fn record(
 /// What `GET /api/v1/audit-log` can ask for.
 #[derive(Debug, Default)]
 pub struct Query {
-    pub action: Option<String>,
+    pub action: Option<AuditAction>,
     pub since: Option<i64>,
     pub until: Option<i64>,
     /// Only rows with ids below this (the cursor), newest first.
@@ -109,8 +192,8 @@ pub fn list(conn: &Connection, q: &Query) -> Result<Vec<Entry>, StoreError> {
         args.push(value);
         sql.push_str(&format!(" AND {clause} ?{}", args.len()));
     };
-    if let Some(action) = &q.action {
-        push("action =", action.clone().into());
+    if let Some(action) = q.action {
+        push("action =", action.as_str().to_owned().into());
     }
     if let Some(since) = q.since {
         push("at >=", since.into());
@@ -140,4 +223,20 @@ pub fn list(conn: &Connection, q: &Query) -> Result<Vec<Entry>, StoreError> {
             .collect()
         })
         .context("reading the audit log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_reads_back_from_its_text_and_no_two_share_one() {
+        let mut texts = std::collections::HashSet::new();
+        for action in AuditAction::ALL {
+            assert_eq!(AuditAction::parse(action.as_str()), Some(action));
+            assert!(texts.insert(action.as_str()), "{action} twice");
+        }
+        assert_eq!(AuditAction::parse("webhook.exploded"), None);
+        assert_eq!(AuditAction::parse("WEBHOOK.CREATED"), None);
+    }
 }

@@ -1,9 +1,17 @@
 //! SQL for events, their deliveries and attempts, and custom event types.
+//!
+//! Also publishing through the writer (before the tests at the end of this
+//! file): an event, its fan-out to the matching webhooks' deliveries, and
+//! the test event to one webhook with its audit row. The changes to
+//! deliveries are in `deliveries.rs`, to event types in `event_types.rs`.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::audit::{self, Actor, AuditAction};
+use super::writer::{Tx, WriteOp, WriterHandle};
 use super::{Context, StoreError};
 use crate::catalog::Filter;
+use crate::ids::{self, Kind};
 
 /// A published event as stored. `payload` is the exact body receivers get.
 #[derive(Debug, Clone)]
@@ -587,6 +595,102 @@ pub fn stale_in_flight(
     )
     .and_then(|mut stmt| stmt.query_map(params![webhook_id, cutoff], |row| row.get(0))?.collect())
     .context("finding lost deliveries")
+}
+
+// Publishing through the writer: its apply function (run inside the op's
+// savepoint) and the handle's methods that send it.
+
+/// How a publish ended.
+#[derive(Debug)]
+pub enum PublishOutcome {
+    /// Stored, with this many deliveries.
+    Created { deliveries: i64 },
+    /// The idempotency key was seen before with the same request: the
+    /// original event, and nothing new stored.
+    Replayed(Event),
+    /// The idempotency key was seen before with a different request.
+    KeyConflict,
+    /// A test event's webhook does not exist (nothing was stored).
+    NoSuchWebhook,
+}
+
+impl WriterHandle {
+    pub fn publish(&self, event: Event) -> Result<PublishOutcome, StoreError> {
+        self.call(|reply| WriteOp::Publish {
+            event,
+            only: None,
+            reply,
+        })
+    }
+
+    /// Publishes `event` to the one webhook `webhook_id`, if it exists: a
+    /// test event, which `actor` sent.
+    pub fn publish_to(
+        &self,
+        event: Event,
+        webhook_id: String,
+        actor: Actor,
+    ) -> Result<PublishOutcome, StoreError> {
+        self.call(|reply| WriteOp::Publish {
+            event,
+            only: Some((webhook_id, actor)),
+            reply,
+        })
+    }
+}
+
+/// Stores `event` with one delivery per webhook whose filters match it, or
+/// to the webhook `only` names (a test event, audited as by its actor).
+/// The writer keeps its changes only when it answers `Created`.
+pub(super) fn apply_publish(
+    tx: &mut Tx<'_>,
+    mut event: Event,
+    only: Option<(String, Actor)>,
+) -> Result<PublishOutcome, StoreError> {
+    let now = tx.now;
+    if let Some(key) = &event.idempotency_key
+        && let Some(original) = find_by_idempotency_key(tx.conn, key)?
+    {
+        return Ok(if original.request_hash == event.request_hash {
+            PublishOutcome::Replayed(original)
+        } else {
+            PublishOutcome::KeyConflict
+        });
+    }
+    let targets: Vec<&str> = match &only {
+        Some((id, _)) => tx.subscriptions.get(id).into_iter().collect(),
+        None => tx.subscriptions.matching(&event.event_type).collect(),
+    };
+    if only.is_some() && targets.is_empty() {
+        return Ok(PublishOutcome::NoSuchWebhook);
+    }
+    event.deliveries = targets.len() as i64;
+    tx.wake.work |= !targets.is_empty();
+    event.created_at = now;
+    insert_event(tx.conn, &event)?;
+    for webhook_id in targets {
+        insert_delivery(
+            tx.conn,
+            &ids::new(Kind::Delivery),
+            &event.id,
+            webhook_id,
+            now,
+        )?;
+    }
+    if let Some((webhook_id, actor)) = &only {
+        let summary = format!("sent a test {} event, {}", event.event_type, event.id);
+        audit::record(
+            tx.conn,
+            actor,
+            AuditAction::WebhookTested,
+            Some(webhook_id),
+            &summary,
+            now,
+        )?;
+    }
+    Ok(PublishOutcome::Created {
+        deliveries: event.deliveries,
+    })
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@
 //! This module must not know about HTTP or the API's error shapes.
 
 pub mod audit;
+pub mod deliveries;
+pub mod event_types;
 pub mod events;
 pub mod monitoring;
 pub mod replica;

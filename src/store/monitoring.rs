@@ -1,8 +1,16 @@
 //! SQL for monitoring: the queue as it stands, the last day's attempts (to
 //! rebuild statistics at start), and alerts.
+//!
+//! Also the alerts' changes through the writer (the end of this file):
+//! opening or resolving an alert and publishing its event in the same
+//! transaction. The store does not know what an alert's event looks like:
+//! the monitor passes the function that makes it ([`Announce`]), so the
+//! store never imports the monitor.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::events::{self, Event};
+use super::writer::{Tx, WriteOp, WriterHandle};
 use super::{Context, StoreError};
 
 /// The delivery queue now, for all webhooks or one.
@@ -218,4 +226,53 @@ pub fn resolve_alert(
             .optional()
     })
     .context("resolving an alert")
+}
+
+// Changes through the writer: its apply function (run inside the op's
+// savepoint) and the handle's method that sends it.
+
+/// What becomes of an alert.
+#[derive(Debug)]
+pub enum AlertChange {
+    Open(Alert),
+    Resolve { rule: String, subject: String },
+}
+
+/// Makes the event that announces a stored alert's change, at a time (Unix
+/// ms). Called inside the transaction, on the row as stored: a resolved
+/// alert's id and opening time are only known there.
+pub type Announce = fn(&Alert, i64) -> Event;
+
+impl WriterHandle {
+    /// Opens or resolves an alert; the stored alert if its state changed,
+    /// then also published as `announce` makes its event.
+    pub fn alert(
+        &self,
+        change: AlertChange,
+        announce: Announce,
+        now: i64,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.call(|reply| WriteOp::Alert {
+            change,
+            announce,
+            now,
+            reply,
+        })
+    }
+}
+
+pub(super) fn apply_alert(
+    tx: &mut Tx<'_>,
+    change: AlertChange,
+    announce: Announce,
+) -> Result<Option<Alert>, StoreError> {
+    let now = tx.now;
+    let changed = match change {
+        AlertChange::Open(alert) => open_alert(tx.conn, &alert)?,
+        AlertChange::Resolve { rule, subject } => resolve_alert(tx.conn, &rule, &subject, now)?,
+    };
+    if let Some(alert) = &changed {
+        events::apply_publish(tx, announce(alert, now), None)?;
+    }
+    Ok(changed)
 }

@@ -1,7 +1,13 @@
 //! SQL for API tokens. Only hashes are stored; see `secrets.rs`.
+//!
+//! Also the tokens' changes through the writer (the end of this file):
+//! create and revoke, each with its audit row, and the record of a
+//! token's last use.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::audit::{self, Actor, AuditAction};
+use super::writer::{Tx, WriteOp, WriterHandle};
 use super::{Context, StoreError};
 use crate::config::{Cidr, Scope, parse_cidr};
 
@@ -153,4 +159,81 @@ pub fn touch(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
         .and_then(|mut stmt| stmt.execute(params![id, now]))
         .context("recording token use")?;
     Ok(())
+}
+
+// Changes through the writer: its apply functions (run inside the op's
+// savepoint) and the handle's methods that send them.
+
+impl WriterHandle {
+    pub fn create_token(
+        &self,
+        token: Token,
+        hash: [u8; 32],
+        actor: Actor,
+    ) -> Result<Option<String>, StoreError> {
+        self.call(|reply| WriteOp::CreateToken {
+            token,
+            hash,
+            actor,
+            reply,
+        })
+    }
+
+    pub fn revoke_token(&self, id: String, actor: Actor) -> Result<bool, StoreError> {
+        self.call(|reply| WriteOp::RevokeToken { id, actor, reply })
+    }
+
+    pub fn touch_token(&self, id: String, at: i64) {
+        // Best effort: a lost last-used time is not worth failing a request.
+        self.offer(WriteOp::TouchToken { id, at });
+    }
+}
+
+/// Inserts the token unless a live one has its name: then the id of that
+/// one, and nothing written.
+pub(super) fn apply_create(
+    tx: &mut Tx<'_>,
+    token: &Token,
+    hash: &[u8; 32],
+    actor: &Actor,
+) -> Result<Option<String>, StoreError> {
+    let taken = insert(tx.conn, token, hash)?;
+    if taken.is_some() {
+        return Ok(taken);
+    }
+    let summary = format!(
+        "created {} token \"{}\"{}",
+        token.scope.as_str(),
+        token.name,
+        audit::allow_summary(&token.allow)
+    );
+    audit::record(
+        tx.conn,
+        actor,
+        AuditAction::TokenCreated,
+        Some(&token.id),
+        &summary,
+        tx.now,
+    )?;
+    Ok(None)
+}
+
+pub(super) fn apply_revoke(tx: &mut Tx<'_>, id: &str, actor: &Actor) -> Result<bool, StoreError> {
+    let revoked = revoke(tx.conn, id, tx.now)?;
+    if revoked {
+        audit::record(
+            tx.conn,
+            actor,
+            AuditAction::TokenRevoked,
+            Some(id),
+            "revoked token",
+            tx.now,
+        )?;
+    }
+    Ok(revoked)
+}
+
+/// Records the token's use at `at` (the request's time, not the op's).
+pub(super) fn apply_touch(tx: &mut Tx<'_>, id: &str, at: i64) -> Result<(), StoreError> {
+    touch(tx.conn, id, at)
 }

@@ -1,10 +1,92 @@
 //! SQL for webhooks (subscriptions). Deleted webhooks are kept with
 //! `deleted_at` set, so their deliveries still name them, and are invisible
 //! to every query here.
+//!
+//! Also the webhooks' changes through the writer (the end of this file):
+//! create, update, delete, rotate the secret, and the disables hookbox
+//! makes itself, each with its audit row and its effect on the fan-out
+//! table.
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::audit::{self, Actor, AuditAction};
+use super::writer::{Tx, WriteOp, WriterHandle};
 use super::{Context, StoreError};
+use crate::clock;
+
+/// Why a webhook is disabled: the API's `disabled_reason`, stored as its
+/// text in the `disabled_reason` column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisableReason {
+    /// Created with `"enabled": false`.
+    CreatedDisabled,
+    /// `PATCH {"enabled": false}`.
+    ByApi,
+    /// The receiver answered 410 Gone.
+    Gone,
+    /// Every attempt failed for `--disable-after`; `window` is that
+    /// duration as `clock::human_duration` writes it (`3d`), as stored.
+    Failing { window: String },
+}
+
+/// The text before the window in [`DisableReason::Failing`].
+const FAILING_FOR: &str = "every attempt failed for ";
+
+impl DisableReason {
+    /// Every attempt failed for `window_ms`.
+    pub fn failing_for(window_ms: i64) -> DisableReason {
+        DisableReason::Failing {
+            window: clock::human_duration(window_ms),
+        }
+    }
+
+    /// Whether hookbox disabled the webhook by itself (not an operator).
+    pub fn by_system(&self) -> bool {
+        matches!(self, DisableReason::Gone | DisableReason::Failing { .. })
+    }
+
+    pub fn parse(text: &str) -> Option<DisableReason> {
+        match text {
+            "created disabled" => Some(DisableReason::CreatedDisabled),
+            "disabled by the API" => Some(DisableReason::ByApi),
+            "the receiver answered 410 Gone" => Some(DisableReason::Gone),
+            _ => text
+                .strip_prefix(FAILING_FOR)
+                .filter(|window| !window.is_empty())
+                .map(|window| DisableReason::Failing {
+                    window: window.to_owned(),
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for DisableReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisableReason::CreatedDisabled => f.write_str("created disabled"),
+            DisableReason::ByApi => f.write_str("disabled by the API"),
+            DisableReason::Gone => f.write_str("the receiver answered 410 Gone"),
+            DisableReason::Failing { window } => write!(f, "{FAILING_FOR}{window}"),
+        }
+    }
+}
+
+impl ToSql for DisableReason {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.to_string()))
+    }
+}
+
+/// Every stored text was written from this enum (older versions wrote
+/// `every attempt failed for 3.0 days`, which parses as `Failing`).
+impl FromSql for DisableReason {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        DisableReason::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown disabled reason {text:?}").into()))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
@@ -16,7 +98,7 @@ pub struct Webhook {
     pub max_attempts: Option<u32>,
     pub rate_limit_per_s: Option<u32>,
     pub enabled: bool,
-    pub disabled_reason: Option<String>,
+    pub disabled_reason: Option<DisableReason>,
     pub created_at: i64,
     pub updated_at: i64,
     /// The secret a rotation replaced; it signs alongside `secret` until
@@ -224,7 +306,7 @@ impl Patch {
             if enabled && !w.enabled {
                 w.disabled_reason = None;
             } else if !enabled && w.enabled {
-                w.disabled_reason = Some("disabled by the API".to_owned());
+                w.disabled_reason = Some(DisableReason::ByApi);
             }
             w.enabled = enabled;
         }
@@ -253,7 +335,12 @@ pub fn rotate_secret(
 }
 
 /// Disables a webhook, keeping its deliveries; false if it is not enabled.
-pub fn disable(conn: &Connection, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+pub fn disable(
+    conn: &Connection,
+    id: &str,
+    reason: &DisableReason,
+    now: i64,
+) -> Result<bool, StoreError> {
     let changed = conn
         .execute(
             "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, updated_at = ?3 \
@@ -303,7 +390,7 @@ pub fn record_health(
     match since {
         Some(since) if now - since >= disable_after_ms => {
             let window = crate::clock::human_duration(disable_after_ms);
-            disable(conn, id, &format!("every attempt failed for {window}"), now)
+            disable(conn, id, &DisableReason::Failing { window }, now)
         }
         _ => Ok(false),
     }
@@ -317,4 +404,214 @@ pub fn reset_failing(conn: &Connection, id: &str) -> Result<(), StoreError> {
     )
     .context("resetting webhook failures")?;
     Ok(())
+}
+
+// Changes through the writer: its apply functions (run inside the op's
+// savepoint) and the handle's methods that send them.
+
+impl WriterHandle {
+    pub fn create_webhook(&self, webhook: Webhook, actor: Actor) -> Result<(), StoreError> {
+        self.call(|reply| WriteOp::CreateWebhook {
+            webhook,
+            actor,
+            reply,
+        })
+    }
+
+    pub fn update_webhook(
+        &self,
+        id: String,
+        patch: Patch,
+        actor: Actor,
+    ) -> Result<Option<Webhook>, StoreError> {
+        self.call(|reply| WriteOp::UpdateWebhook {
+            id,
+            patch,
+            actor,
+            reply,
+        })
+    }
+
+    pub fn delete_webhook(&self, id: String, actor: Actor) -> Result<bool, StoreError> {
+        self.call(|reply| WriteOp::DeleteWebhook { id, actor, reply })
+    }
+
+    pub fn rotate_secret(
+        &self,
+        id: String,
+        secret: String,
+        until: i64,
+        actor: Actor,
+    ) -> Result<Option<Webhook>, StoreError> {
+        self.call(|reply| WriteOp::RotateSecret {
+            id,
+            secret,
+            until,
+            actor,
+            reply,
+        })
+    }
+}
+
+pub(super) fn apply_create(
+    tx: &mut Tx<'_>,
+    webhook: Webhook,
+    actor: &Actor,
+) -> Result<(), StoreError> {
+    insert(tx.conn, &webhook)?;
+    let summary = format!(
+        "created webhook for {} ({})",
+        webhook.events.join(", "),
+        if webhook.enabled {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    );
+    audit::record(
+        tx.conn,
+        actor,
+        AuditAction::WebhookCreated,
+        Some(&webhook.id),
+        &summary,
+        tx.now,
+    )?;
+    tx.subscriptions.upsert(&webhook);
+    tx.wake.webhooks = true;
+    Ok(())
+}
+
+pub(super) fn apply_update(
+    tx: &mut Tx<'_>,
+    id: &str,
+    patch: Patch,
+    actor: &Actor,
+) -> Result<Option<Webhook>, StoreError> {
+    let Some(mut webhook) = get(tx.conn, id)? else {
+        return Ok(None);
+    };
+    let re_enabled = !webhook.enabled && patch.enabled == Some(true);
+    let disabled = webhook.enabled && patch.enabled == Some(false);
+    let summary = patch.describe(&webhook);
+    patch.apply(&mut webhook, tx.now);
+    update(tx.conn, &webhook)?;
+    if re_enabled {
+        reset_failing(tx.conn, id)?;
+        log::info!("webhook {id} re-enabled; its held deliveries drain now");
+    }
+    let action = match (re_enabled, disabled) {
+        (true, _) => AuditAction::WebhookEnabled,
+        (_, true) => AuditAction::WebhookDisabled,
+        _ => AuditAction::WebhookUpdated,
+    };
+    // A PATCH that changes nothing leaves no audit row.
+    if let Some(summary) = summary {
+        audit::record(tx.conn, actor, action, Some(id), &summary, tx.now)?;
+    }
+    tx.subscriptions.upsert(&webhook);
+    tx.wake.webhooks = true;
+    Ok(Some(webhook))
+}
+
+pub(super) fn apply_delete(tx: &mut Tx<'_>, id: &str, actor: &Actor) -> Result<bool, StoreError> {
+    if !delete(tx.conn, id, tx.now)? {
+        return Ok(false);
+    }
+    let summary = "deleted webhook; its pending deliveries are cancelled";
+    audit::record(
+        tx.conn,
+        actor,
+        AuditAction::WebhookDeleted,
+        Some(id),
+        summary,
+        tx.now,
+    )?;
+    tx.subscriptions.remove(id);
+    tx.wake.webhooks = true;
+    Ok(true)
+}
+
+pub(super) fn apply_rotate_secret(
+    tx: &mut Tx<'_>,
+    id: &str,
+    secret: &str,
+    until: i64,
+    actor: &Actor,
+) -> Result<Option<Webhook>, StoreError> {
+    if !rotate_secret(tx.conn, id, secret, until, tx.now)? {
+        return Ok(None);
+    }
+    let summary = format!(
+        "rotated the signing secret; the previous one signs too until {}",
+        clock::rfc3339(until)
+    );
+    audit::record(
+        tx.conn,
+        actor,
+        AuditAction::WebhookSecretRotated,
+        Some(id),
+        &summary,
+        tx.now,
+    )?;
+    let rotated = get(tx.conn, id)?;
+    tx.wake.webhooks |= rotated.is_some();
+    Ok(rotated)
+}
+
+/// Logs and audits a webhook hookbox itself disabled (already written
+/// disabled, by [`disable`] or [`record_health`]).
+pub(super) fn disabled_by_system(
+    tx: &mut Tx<'_>,
+    id: &str,
+    why: &DisableReason,
+) -> Result<(), StoreError> {
+    log::warn!("webhook {id} disabled: {why}");
+    tx.wake.webhooks = true;
+    audit::record(
+        tx.conn,
+        &Actor::System,
+        AuditAction::WebhookDisabled,
+        Some(id),
+        &format!("disabled automatically: {why}; its deliveries are held"),
+        tx.now,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disable_reasons_read_back_from_the_texts_the_api_shows() {
+        let table = [
+            (DisableReason::CreatedDisabled, "created disabled"),
+            (DisableReason::ByApi, "disabled by the API"),
+            (DisableReason::Gone, "the receiver answered 410 Gone"),
+            (
+                DisableReason::failing_for(3 * 24 * 3600 * 1000),
+                "every attempt failed for 3d",
+            ),
+        ];
+        for (reason, text) in table {
+            assert_eq!(reason.to_string(), text);
+            assert_eq!(DisableReason::parse(text), Some(reason));
+        }
+        // What an older version stored.
+        assert_eq!(
+            DisableReason::parse("every attempt failed for 3.0 days"),
+            Some(DisableReason::Failing {
+                window: "3.0 days".into()
+            })
+        );
+        assert_eq!(DisableReason::parse("every attempt failed for "), None);
+        assert_eq!(DisableReason::parse("because"), None);
+    }
+
+    #[test]
+    fn only_hookbox_s_own_disables_count_as_by_the_system() {
+        assert!(DisableReason::Gone.by_system());
+        assert!(DisableReason::failing_for(60_000).by_system());
+        assert!(!DisableReason::ByApi.by_system());
+        assert!(!DisableReason::CreatedDisabled.by_system());
+    }
 }

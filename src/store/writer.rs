@@ -19,6 +19,16 @@
 //! batch's answers go to the `replica` thread (`replica.rs`), which answers
 //! them once Litestream confirms the commit on the replica.
 //!
+//! This file owns the thread, the batch, the savepoints, the answers and
+//! the transaction context (`Tx`); it does not own any change. Each
+//! domain module owns its changes: the `apply_*` function the writer calls
+//! for its ops, their audit rows, and the [`WriterHandle`] methods that send
+//! them — `webhooks.rs`, `tokens.rs`, `event_types.rs`, `events.rs`
+//! (publish), `deliveries.rs`, `monitoring.rs` (alerts). A new op is a
+//! [`WriteOp`] arm, its apply function and handle method in its domain
+//! module, and one dispatch line in `Writer::apply` (plus
+//! `Writer::refuse` when someone waits for it).
+//!
 //! It must not know HTTP; it answers with plain results and [`StoreError`].
 
 use std::thread;
@@ -29,16 +39,20 @@ use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::audit::{self, Actor};
-use super::events::{self, Attempt, DeliveryStatus, Event, EventType};
-use super::monitoring;
+use super::audit::Actor;
+use super::events::{self, DeliveryStatus, Event, EventType};
+use super::monitoring::{self, AlertChange, Announce};
 use super::replica::{Confirmer, ReplicaConfig};
 use super::tokens::{self, Token};
 use super::webhooks::{self, Patch, Webhook};
-use super::{Context, Replication, StoreError};
+use super::{Context, Replication, StoreError, deliveries, event_types};
 use crate::catalog::Filter;
 use crate::clock;
-use crate::ids::{self, Kind};
+
+// What callers exchange with the writer, where they have always imported
+// it from.
+pub use super::deliveries::{AttemptRecord, NextStep};
+pub use super::events::PublishOutcome;
 
 /// The most ops in one transaction. Large enough that 64 publishers share a
 /// commit; small enough that one commit stays a few milliseconds.
@@ -48,7 +62,7 @@ const MAX_BATCH: usize = 1024;
 /// instead of unbounded memory.
 const QUEUE_BOUND: usize = 4096;
 
-type Reply<T> = Sender<Result<T, StoreError>>;
+pub(super) type Reply<T> = Sender<Result<T, StoreError>>;
 
 /// What the writer can be asked to do.
 pub enum WriteOp {
@@ -132,6 +146,7 @@ pub enum WriteOp {
     /// event in the same transaction when the alert's state changed.
     Alert {
         change: AlertChange,
+        announce: Announce,
         now: i64,
         reply: Reply<Option<monitoring::Alert>>,
     },
@@ -172,35 +187,6 @@ impl WriteOp {
     fn answered_after_replica(&self) -> bool {
         self.answered_as_durable() && !matches!(self, WriteOp::Ping { .. } | WriteOp::Alert { .. })
     }
-}
-
-/// What becomes of an alert.
-#[derive(Debug)]
-pub enum AlertChange {
-    Open(monitoring::Alert),
-    Resolve { rule: String, subject: String },
-}
-
-/// What a delivery worker reports after an attempt.
-#[derive(Debug)]
-pub struct AttemptRecord {
-    pub delivery_id: String,
-    pub webhook_id: String,
-    pub attempt: Attempt,
-    pub next: NextStep,
-}
-
-/// What becomes of a delivery after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    Succeeded,
-    /// Pending again, due at this time (Unix ms).
-    RetryAt(i64),
-    /// Attempts exhausted.
-    Failed,
-    /// The receiver answered 410 Gone: the webhook is disabled and the
-    /// delivery held (pending) with it.
-    DisableWebhook,
 }
 
 /// Wake-ups from the writer to the delivery scheduler, coalesced: the
@@ -246,20 +232,6 @@ impl Wakeups {
     }
 }
 
-/// How a publish ended.
-#[derive(Debug)]
-pub enum PublishOutcome {
-    /// Stored, with this many deliveries.
-    Created { deliveries: i64 },
-    /// The idempotency key was seen before with the same request: the
-    /// original event, and nothing new stored.
-    Replayed(Event),
-    /// The idempotency key was seen before with a different request.
-    KeyConflict,
-    /// A test event's webhook does not exist (nothing was stored).
-    NoSuchWebhook,
-}
-
 /// The API side of the writer: sends ops and waits for their commit.
 #[derive(Clone)]
 pub struct WriterHandle {
@@ -270,175 +242,24 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the database writer has stopped".into())
 }
 
+/// The handle's plumbing; its methods for each change are in the change's
+/// domain module.
 impl WriterHandle {
-    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
+    /// Sends an op and waits for its answer, given after the commit.
+    pub(super) fn call<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
         let (tx, rx) = bounded(1);
         self.ops.send(make(tx)).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
     }
 
-    pub fn publish(&self, event: Event) -> Result<PublishOutcome, StoreError> {
-        self.call(|reply| WriteOp::Publish {
-            event,
-            only: None,
-            reply,
-        })
+    /// Queues an op nobody waits for, waiting for room in the queue.
+    pub(super) fn send(&self, op: WriteOp) -> Result<(), StoreError> {
+        self.ops.send(op).map_err(|_| stopped())
     }
 
-    /// Publishes `event` to the one webhook `webhook_id`, if it exists: a
-    /// test event, which `actor` sent.
-    pub fn publish_to(
-        &self,
-        event: Event,
-        webhook_id: String,
-        actor: Actor,
-    ) -> Result<PublishOutcome, StoreError> {
-        self.call(|reply| WriteOp::Publish {
-            event,
-            only: Some((webhook_id, actor)),
-            reply,
-        })
-    }
-
-    pub fn create_webhook(&self, webhook: Webhook, actor: Actor) -> Result<(), StoreError> {
-        self.call(|reply| WriteOp::CreateWebhook {
-            webhook,
-            actor,
-            reply,
-        })
-    }
-
-    pub fn update_webhook(
-        &self,
-        id: String,
-        patch: Patch,
-        actor: Actor,
-    ) -> Result<Option<Webhook>, StoreError> {
-        self.call(|reply| WriteOp::UpdateWebhook {
-            id,
-            patch,
-            actor,
-            reply,
-        })
-    }
-
-    pub fn delete_webhook(&self, id: String, actor: Actor) -> Result<bool, StoreError> {
-        self.call(|reply| WriteOp::DeleteWebhook { id, actor, reply })
-    }
-
-    pub fn rotate_secret(
-        &self,
-        id: String,
-        secret: String,
-        until: i64,
-        actor: Actor,
-    ) -> Result<Option<Webhook>, StoreError> {
-        self.call(|reply| WriteOp::RotateSecret {
-            id,
-            secret,
-            until,
-            actor,
-            reply,
-        })
-    }
-
-    pub fn create_event_type(
-        &self,
-        event_type: EventType,
-        actor: Actor,
-    ) -> Result<bool, StoreError> {
-        self.call(|reply| WriteOp::CreateEventType {
-            event_type,
-            actor,
-            reply,
-        })
-    }
-
-    pub fn create_token(
-        &self,
-        token: Token,
-        hash: [u8; 32],
-        actor: Actor,
-    ) -> Result<Option<String>, StoreError> {
-        self.call(|reply| WriteOp::CreateToken {
-            token,
-            hash,
-            actor,
-            reply,
-        })
-    }
-
-    pub fn revoke_token(&self, id: String, actor: Actor) -> Result<bool, StoreError> {
-        self.call(|reply| WriteOp::RevokeToken { id, actor, reply })
-    }
-
-    pub fn touch_token(&self, id: String, at: i64) {
-        // Best effort: a lost last-used time is not worth failing a request.
-        let _ = self.ops.try_send(WriteOp::TouchToken { id, at });
-    }
-
-    pub fn claim(&self, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
-        self.call(|reply| WriteOp::Claim { ids, reply })
-    }
-
-    pub fn unclaim(&self, ids: Vec<String>) -> Result<(), StoreError> {
-        self.call(|reply| WriteOp::Unclaim { ids, reply })
-    }
-
-    /// Queues an attempt's record. It waits for room in the queue but not
-    /// for the commit: a record lost to a crash means a duplicate delivery,
-    /// never a lost one.
-    pub fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
-        self.ops
-            .send(WriteOp::RecordAttempt(Box::new(record)))
-            .map_err(|_| stopped())
-    }
-
-    pub fn retry_delivery(&self, id: String, actor: Actor) -> Result<Option<bool>, StoreError> {
-        self.call(|reply| WriteOp::RetryDelivery { id, actor, reply })
-    }
-
-    pub fn replay(
-        &self,
-        webhook_id: String,
-        status: DeliveryStatus,
-        since: i64,
-        until: i64,
-        actor: Actor,
-    ) -> Result<Option<usize>, StoreError> {
-        self.call(|reply| WriteOp::Replay {
-            webhook_id,
-            status,
-            since,
-            until,
-            actor,
-            reply,
-        })
-    }
-
-    /// Opens or resolves an alert; the stored alert if its state changed.
-    pub fn alert(
-        &self,
-        change: AlertChange,
-        now: i64,
-    ) -> Result<Option<monitoring::Alert>, StoreError> {
-        self.call(|reply| WriteOp::Alert { change, now, reply })
-    }
-
-    /// Removes one batch of events (with their deliveries and attempts)
-    /// created before `before`, and audit rows from before `audit_before`.
-    pub fn prune(
-        &self,
-        before: i64,
-        audit_before: i64,
-        limit: usize,
-    ) -> Result<events::Pruned, StoreError> {
-        self.call(|reply| WriteOp::Prune {
-            before,
-            audit_before,
-            limit,
-            reply,
-        })
+    /// Queues an op nobody waits for if there is room; drops it otherwise.
+    pub(super) fn offer(&self, op: WriteOp) {
+        let _ = self.ops.try_send(op);
     }
 
     /// Whether the writer commits within `timeout`.
@@ -489,8 +310,7 @@ pub fn spawn(
                 conn,
                 subscriptions,
                 config,
-                wake_work: false,
-                wake_webhooks: false,
+                wake: Wake::default(),
                 sync_full: true,
                 confirmer,
             }
@@ -501,7 +321,7 @@ pub fn spawn(
 }
 
 /// The live webhooks' filters, in id order.
-struct Subscriptions(Vec<(String, Vec<Filter>)>);
+pub(super) struct Subscriptions(Vec<(String, Vec<Filter>)>);
 
 impl Subscriptions {
     fn load(conn: &Connection) -> Result<Subscriptions, StoreError> {
@@ -512,7 +332,7 @@ impl Subscriptions {
         Ok(subs)
     }
 
-    fn upsert(&mut self, w: &Webhook) {
+    pub(super) fn upsert(&mut self, w: &Webhook) {
         let filters = w.events.iter().map(|e| Filter::parse(e)).collect();
         match self.0.binary_search_by(|(id, _)| id.as_str().cmp(&w.id)) {
             Ok(i) => self.0[i].1 = filters,
@@ -520,20 +340,23 @@ impl Subscriptions {
         }
     }
 
-    fn get(&self, id: &str) -> Option<&str> {
+    pub(super) fn get(&self, id: &str) -> Option<&str> {
         self.0
             .binary_search_by(|(w, _)| w.as_str().cmp(id))
             .ok()
             .map(|i| self.0[i].0.as_str())
     }
 
-    fn remove(&mut self, id: &str) {
+    pub(super) fn remove(&mut self, id: &str) {
         if let Ok(i) = self.0.binary_search_by(|(w, _)| w.as_str().cmp(id)) {
             self.0.remove(i);
         }
     }
 
-    fn matching<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(super) fn matching<'a>(
+        &'a self,
+        event_type: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
             .filter(move |(_, filters)| filters.iter().any(|f| f.matches(event_type)))
@@ -558,13 +381,40 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
     })
 }
 
+/// What to tell the delivery scheduler once the batch commits.
+#[derive(Debug, Default)]
+pub(super) struct Wake {
+    /// Deliveries became due.
+    pub work: bool,
+    /// A webhook was created, changed, disabled or deleted.
+    pub webhooks: bool,
+}
+
+/// What an apply function works with: the open transaction (inside the
+/// op's savepoint) and the writer's state that changes with it.
+pub(super) struct Tx<'a> {
+    pub conn: &'a Connection,
+    /// The op's time (Unix ms).
+    pub now: i64,
+    /// The fan-out table; changed only by ops that succeed.
+    pub subscriptions: &'a mut Subscriptions,
+    pub wake: &'a mut Wake,
+    /// `--disable-after`: a webhook whose every attempt failed for this
+    /// long is disabled.
+    pub disable_after_ms: i64,
+}
+
+/// Keeps the op's changes if it succeeded, and answers it after the commit.
+fn done<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> (bool, Completion) {
+    (result.is_ok(), answer(reply, result))
+}
+
 struct Writer {
     conn: Connection,
     subscriptions: Subscriptions,
     config: WriterConfig,
     /// What to tell the scheduler once the current batch commits.
-    wake_work: bool,
-    wake_webhooks: bool,
+    wake: Wake,
     /// Whether the connection is at `synchronous=FULL` (it opens so).
     sync_full: bool,
     /// With `--ack-after-replica`, the `replica` thread.
@@ -668,10 +518,9 @@ impl Writer {
         if commit.is_ok() {
             self.config
                 .wakeups
-                .notify(self.wake_work, self.wake_webhooks);
+                .notify(self.wake.work, self.wake.webhooks);
         }
-        self.wake_work = false;
-        self.wake_webhooks = false;
+        self.wake = Wake::default();
         for c in completions {
             c(commit);
         }
@@ -766,10 +615,16 @@ impl Writer {
 
     /// Applies one op; the bool says whether to keep its changes.
     fn apply(&mut self, op: WriteOp) -> (bool, Completion) {
-        let now = clock::now_ms();
+        let mut tx = Tx {
+            conn: &self.conn,
+            now: clock::now_ms(),
+            subscriptions: &mut self.subscriptions,
+            wake: &mut self.wake,
+            disable_after_ms: self.config.disable_after_ms,
+        };
         match op {
             WriteOp::Publish { event, only, reply } => {
-                let result = self.publish(event, only, now);
+                let result = events::apply_publish(&mut tx, event, only);
                 (
                     matches!(result, Ok(PublishOutcome::Created { .. })),
                     answer(reply, result),
@@ -779,62 +634,15 @@ impl Writer {
                 webhook,
                 actor,
                 reply,
-            } => {
-                let result = webhooks::insert(&self.conn, &webhook).and_then(|()| {
-                    let summary = format!(
-                        "created webhook for {} ({})",
-                        webhook.events.join(", "),
-                        if webhook.enabled {
-                            "enabled"
-                        } else {
-                            "disabled"
-                        }
-                    );
-                    audit::record(
-                        &self.conn,
-                        &actor,
-                        "webhook.created",
-                        Some(&webhook.id),
-                        &summary,
-                        now,
-                    )
-                });
-                if result.is_ok() {
-                    self.subscriptions.upsert(&webhook);
-                    self.wake_webhooks = true;
-                }
-                (result.is_ok(), answer(reply, result))
-            }
+            } => done(reply, webhooks::apply_create(&mut tx, webhook, &actor)),
             WriteOp::UpdateWebhook {
                 id,
                 patch,
                 actor,
                 reply,
-            } => {
-                let result = self.update_webhook(&id, patch, &actor, now);
-                self.wake_webhooks |= matches!(result, Ok(Some(_)));
-                (result.is_ok(), answer(reply, result))
-            }
+            } => done(reply, webhooks::apply_update(&mut tx, &id, patch, &actor)),
             WriteOp::DeleteWebhook { id, actor, reply } => {
-                let result = webhooks::delete(&self.conn, &id, now).and_then(|deleted| {
-                    if deleted {
-                        let summary = "deleted webhook; its pending deliveries are cancelled";
-                        audit::record(
-                            &self.conn,
-                            &actor,
-                            "webhook.deleted",
-                            Some(&id),
-                            summary,
-                            now,
-                        )?;
-                    }
-                    Ok(deleted)
-                });
-                if let Ok(true) = result {
-                    self.subscriptions.remove(&id);
-                    self.wake_webhooks = true;
-                }
-                (result.is_ok(), answer(reply, result))
+                done(reply, webhooks::apply_delete(&mut tx, &id, &actor))
             }
             WriteOp::RotateSecret {
                 id,
@@ -842,96 +650,47 @@ impl Writer {
                 until,
                 actor,
                 reply,
-            } => {
-                let result = self.rotate_secret(&id, &secret, until, &actor, now);
-                self.wake_webhooks |= matches!(result, Ok(Some(_)));
-                (result.is_ok(), answer(reply, result))
-            }
+            } => done(
+                reply,
+                webhooks::apply_rotate_secret(&mut tx, &id, &secret, until, &actor),
+            ),
+            WriteOp::CreateEventType {
+                event_type,
+                actor,
+                reply,
+            } => done(
+                reply,
+                event_types::apply_create(&mut tx, &event_type, &actor),
+            ),
             WriteOp::CreateToken {
                 token,
                 hash,
                 actor,
                 reply,
-            } => {
-                let result = tokens::insert(&self.conn, &token, &hash).and_then(|taken| {
-                    if taken.is_some() {
-                        return Ok(taken);
-                    }
-                    let summary = format!(
-                        "created {} token \"{}\"{}",
-                        token.scope.as_str(),
-                        token.name,
-                        audit::allow_summary(&token.allow)
-                    );
-                    audit::record(
-                        &self.conn,
-                        &actor,
-                        "token.created",
-                        Some(&token.id),
-                        &summary,
-                        now,
-                    )
-                    .map(|()| None)
-                });
-                (result.is_ok(), answer(reply, result))
-            }
+            } => done(reply, tokens::apply_create(&mut tx, &token, &hash, &actor)),
             WriteOp::RevokeToken { id, actor, reply } => {
-                let result = tokens::revoke(&self.conn, &id, now).and_then(|revoked| {
-                    if revoked {
-                        audit::record(
-                            &self.conn,
-                            &actor,
-                            "token.revoked",
-                            Some(&id),
-                            "revoked token",
-                            now,
-                        )?;
-                    }
-                    Ok(revoked)
-                });
-                (result.is_ok(), answer(reply, result))
+                done(reply, tokens::apply_revoke(&mut tx, &id, &actor))
             }
-            WriteOp::Claim { ids, reply } => {
-                let result: Result<Vec<String>, StoreError> = ids
-                    .into_iter()
-                    .filter_map(|id| match events::claim(&self.conn, &id, now) {
-                        Ok(true) => Some(Ok(id)),
-                        Ok(false) => None,
-                        Err(e) => Some(Err(e)),
-                    })
-                    .collect();
-                (result.is_ok(), answer(reply, result))
+            WriteOp::TouchToken { id, at } => {
+                let result = tokens::apply_touch(&mut tx, &id, at);
+                if let Err(e) = &result {
+                    log::warn!("{e}");
+                }
+                (result.is_ok(), Box::new(|_| {}))
             }
+            WriteOp::Claim { ids, reply } => done(reply, deliveries::apply_claim(&mut tx, ids)),
             WriteOp::Unclaim { ids, reply } => {
-                let result = ids
-                    .iter()
-                    .try_for_each(|id| events::unclaim(&self.conn, id, now));
-                (result.is_ok(), answer(reply, result))
+                done(reply, deliveries::apply_unclaim(&mut tx, &ids))
             }
             WriteOp::RecordAttempt(record) => {
-                let result = self.record_attempt(*record, now);
+                let result = deliveries::apply_record_attempt(&mut tx, *record);
                 if let Err(e) = &result {
                     log::error!("recording a delivery attempt: {e}");
                 }
                 (result.is_ok(), Box::new(|_| {}))
             }
             WriteOp::RetryDelivery { id, actor, reply } => {
-                let result = events::retry_now(&self.conn, &id, now).and_then(|retried| {
-                    if retried == Some(true) {
-                        let summary = "queued one more attempt now";
-                        audit::record(
-                            &self.conn,
-                            &actor,
-                            "delivery.retried",
-                            Some(&id),
-                            summary,
-                            now,
-                        )?;
-                    }
-                    Ok(retried)
-                });
-                self.wake_work |= matches!(result, Ok(Some(true)));
-                (result.is_ok(), answer(reply, result))
+                done(reply, deliveries::apply_retry(&mut tx, &id, &actor))
             }
             WriteOp::Replay {
                 webhook_id,
@@ -940,264 +699,32 @@ impl Writer {
                 until,
                 actor,
                 reply,
-            } => {
-                let result = match webhooks::get(&self.conn, &webhook_id) {
-                    Ok(None) => Ok(None),
-                    Ok(Some(_)) => {
-                        events::requeue(&self.conn, &webhook_id, status, since, until, now)
-                            .and_then(|n| {
-                                let summary = format!(
-                                    "requeued {n} {} deliveries created from {} to {}",
-                                    status.as_str(),
-                                    clock::rfc3339(since),
-                                    clock::rfc3339(until)
-                                );
-                                audit::record(
-                                    &self.conn,
-                                    &actor,
-                                    "webhook.replayed",
-                                    Some(&webhook_id),
-                                    &summary,
-                                    now,
-                                )?;
-                                Ok(Some(n))
-                            })
-                    }
-                    Err(e) => Err(e),
-                };
-                self.wake_work |= matches!(result, Ok(Some(n)) if n > 0);
-                (result.is_ok(), answer(reply, result))
-            }
-            WriteOp::Shutdown => (true, Box::new(|_| {})),
-            WriteOp::Ping { reply } => (true, answer(reply, Ok(()))),
-            WriteOp::Alert { change, now, reply } => {
-                let result = self.alert(change, now);
-                (result.is_ok(), answer(reply, result))
-            }
+            } => done(
+                reply,
+                deliveries::apply_replay(&mut tx, &webhook_id, status, since, until, &actor),
+            ),
             WriteOp::Prune {
                 before,
                 audit_before,
                 limit,
                 reply,
-            } => {
-                let result = events::prune(&self.conn, before, audit_before, limit);
-                (result.is_ok(), answer(reply, result))
-            }
-            WriteOp::CreateEventType {
-                event_type,
-                actor,
+            } => done(
+                reply,
+                deliveries::apply_prune(&mut tx, before, audit_before, limit),
+            ),
+            WriteOp::Alert {
+                change,
+                announce,
+                now,
                 reply,
             } => {
-                let result =
-                    events::insert_event_type(&self.conn, &event_type).and_then(|created| {
-                        if created {
-                            let summary = format!(
-                                "created event type{}",
-                                if event_type.schema.is_some() {
-                                    " with a schema"
-                                } else {
-                                    " without a schema"
-                                }
-                            );
-                            audit::record(
-                                &self.conn,
-                                &actor,
-                                "event_type.created",
-                                Some(&event_type.name),
-                                &summary,
-                                now,
-                            )?;
-                        }
-                        Ok(created)
-                    });
-                (result.is_ok(), answer(reply, result))
+                // The alerts thread's time: the alert row's and its event's.
+                tx.now = now;
+                done(reply, monitoring::apply_alert(&mut tx, change, announce))
             }
-            WriteOp::TouchToken { id, at } => {
-                let result = tokens::touch(&self.conn, &id, at);
-                if let Err(e) = &result {
-                    log::warn!("{e}");
-                }
-                (result.is_ok(), Box::new(|_| {}))
-            }
+            WriteOp::Ping { reply } => (true, answer(reply, Ok(()))),
+            WriteOp::Shutdown => (true, Box::new(|_| {})),
         }
-    }
-
-    fn publish(
-        &mut self,
-        mut event: Event,
-        only: Option<(String, Actor)>,
-        now: i64,
-    ) -> Result<PublishOutcome, StoreError> {
-        if let Some(key) = &event.idempotency_key
-            && let Some(original) = events::find_by_idempotency_key(&self.conn, key)?
-        {
-            return Ok(if original.request_hash == event.request_hash {
-                PublishOutcome::Replayed(original)
-            } else {
-                PublishOutcome::KeyConflict
-            });
-        }
-        let targets: Vec<&str> = match &only {
-            Some((id, _)) => self.subscriptions.get(id).into_iter().collect(),
-            None => self.subscriptions.matching(&event.event_type).collect(),
-        };
-        if only.is_some() && targets.is_empty() {
-            return Ok(PublishOutcome::NoSuchWebhook);
-        }
-        event.deliveries = targets.len() as i64;
-        self.wake_work |= !targets.is_empty();
-        event.created_at = now;
-        events::insert_event(&self.conn, &event)?;
-        for webhook_id in targets {
-            events::insert_delivery(
-                &self.conn,
-                &ids::new(Kind::Delivery),
-                &event.id,
-                webhook_id,
-                now,
-            )?;
-        }
-        if let Some((webhook_id, actor)) = &only {
-            let summary = format!("sent a test {} event, {}", event.event_type, event.id);
-            audit::record(
-                &self.conn,
-                actor,
-                "webhook.tested",
-                Some(webhook_id),
-                &summary,
-                now,
-            )?;
-        }
-        Ok(PublishOutcome::Created {
-            deliveries: event.deliveries,
-        })
-    }
-
-    fn record_attempt(&mut self, r: AttemptRecord, now: i64) -> Result<(), StoreError> {
-        events::insert_attempt(&self.conn, &r.delivery_id, &r.attempt)?;
-        let (status, next_at) = match r.next {
-            NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
-            NextStep::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
-            NextStep::Failed => (DeliveryStatus::Failed, None),
-            NextStep::DisableWebhook => (DeliveryStatus::Pending, Some(now)),
-        };
-        events::finish_attempt(&self.conn, &r.delivery_id, &r.attempt, status, next_at, now)?;
-        self.wake_work |= matches!(r.next, NextStep::RetryAt(_));
-        if r.next == NextStep::Failed {
-            log::warn!(
-                "delivery {} to webhook {} failed after {} attempts",
-                r.delivery_id,
-                r.webhook_id,
-                r.attempt.number
-            );
-        }
-        let succeeded = r.next == NextStep::Succeeded;
-        let window = self.config.disable_after_ms;
-        if webhooks::record_health(&self.conn, &r.webhook_id, succeeded, now, window)? {
-            let why = format!("every attempt failed for {}", clock::human_duration(window));
-            self.disabled_by_system(&r.webhook_id, &why, now)?;
-        }
-        if r.next == NextStep::DisableWebhook
-            && webhooks::disable(
-                &self.conn,
-                &r.webhook_id,
-                "the receiver answered 410 Gone",
-                now,
-            )?
-        {
-            self.disabled_by_system(&r.webhook_id, "the receiver answered 410 Gone", now)?;
-        }
-        Ok(())
-    }
-
-    /// Logs and audits a webhook hookbox itself disabled.
-    fn disabled_by_system(&mut self, id: &str, why: &str, now: i64) -> Result<(), StoreError> {
-        log::warn!("webhook {id} disabled: {why}");
-        self.wake_webhooks = true;
-        audit::record(
-            &self.conn,
-            &Actor::System,
-            "webhook.disabled",
-            Some(id),
-            &format!("disabled automatically: {why}; its deliveries are held"),
-            now,
-        )
-    }
-
-    fn update_webhook(
-        &mut self,
-        id: &str,
-        patch: Patch,
-        actor: &Actor,
-        now: i64,
-    ) -> Result<Option<Webhook>, StoreError> {
-        let Some(mut webhook) = webhooks::get(&self.conn, id)? else {
-            return Ok(None);
-        };
-        let re_enabled = !webhook.enabled && patch.enabled == Some(true);
-        let disabled = webhook.enabled && patch.enabled == Some(false);
-        let summary = patch.describe(&webhook);
-        patch.apply(&mut webhook, now);
-        webhooks::update(&self.conn, &webhook)?;
-        if re_enabled {
-            webhooks::reset_failing(&self.conn, id)?;
-            log::info!("webhook {id} re-enabled; its held deliveries drain now");
-        }
-        let action = match (re_enabled, disabled) {
-            (true, _) => "webhook.enabled",
-            (_, true) => "webhook.disabled",
-            _ => "webhook.updated",
-        };
-        // A PATCH that changes nothing leaves no audit row.
-        if let Some(summary) = summary {
-            audit::record(&self.conn, actor, action, Some(id), &summary, now)?;
-        }
-        self.subscriptions.upsert(&webhook);
-        Ok(Some(webhook))
-    }
-
-    fn alert(
-        &mut self,
-        change: AlertChange,
-        now: i64,
-    ) -> Result<Option<monitoring::Alert>, StoreError> {
-        let changed = match change {
-            AlertChange::Open(alert) => monitoring::open_alert(&self.conn, &alert)?,
-            AlertChange::Resolve { rule, subject } => {
-                monitoring::resolve_alert(&self.conn, &rule, &subject, now)?
-            }
-        };
-        if let Some(alert) = &changed {
-            let event = crate::monitor::alerts::event(alert, now);
-            self.publish(event, None, now)?;
-        }
-        Ok(changed)
-    }
-
-    fn rotate_secret(
-        &mut self,
-        id: &str,
-        secret: &str,
-        until: i64,
-        actor: &Actor,
-        now: i64,
-    ) -> Result<Option<Webhook>, StoreError> {
-        if !webhooks::rotate_secret(&self.conn, id, secret, until, now)? {
-            return Ok(None);
-        }
-        let summary = format!(
-            "rotated the signing secret; the previous one signs too until {}",
-            clock::rfc3339(until)
-        );
-        audit::record(
-            &self.conn,
-            actor,
-            "webhook.secret_rotated",
-            Some(id),
-            &summary,
-            now,
-        )?;
-        webhooks::get(&self.conn, id)
     }
 }
 
