@@ -118,6 +118,12 @@ impl Server {
 
     /// Starts the binary again on the same database (after kill9/terminate).
     pub fn restart(&mut self) {
+        // A server still running is killed first: two on one database would
+        // leave the first behind when its `Child` is replaced.
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
         let (child, log, addr) = spawn(self.dir.path(), &self.extra_args);
         self.child = child;
         self.log = log;
