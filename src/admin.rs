@@ -66,17 +66,12 @@ fn token_create(db: &Path, name: &str, scope: Scope, allow: Vec<Cidr>) -> anyhow
              or revoke that token first (hookbox token revoke {existing})"
         );
     }
-    let summary = format!(
-        "created {} token \"{name}\"{}",
-        scope.as_str(),
-        audit::allow_summary(&row.allow)
-    );
     audit::record(
         &tx,
         &Actor::Cli,
         AuditAction::TokenCreated,
         Some(&row.id),
-        &summary,
+        &tokens::created_summary(&row),
         row.created_at,
     )?;
     tx.commit().context("committing")?;

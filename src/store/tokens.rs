@@ -201,21 +201,25 @@ pub(super) fn apply_create(
     if taken.is_some() {
         return Ok(taken);
     }
-    let summary = format!(
-        "created {} token \"{}\"{}",
-        token.scope.as_str(),
-        token.name,
-        audit::allow_summary(&token.allow)
-    );
     audit::record(
         tx.conn,
         actor,
         AuditAction::TokenCreated,
         Some(&token.id),
-        &summary,
+        &created_summary(token),
         tx.now,
     )?;
     Ok(None)
+}
+
+/// The audit log's words for a new token, from the API and the CLI alike.
+pub fn created_summary(token: &Token) -> String {
+    format!(
+        "created {} token \"{}\"{}",
+        token.scope.as_str(),
+        token.name,
+        audit::allow_summary(&token.allow)
+    )
 }
 
 pub(super) fn apply_revoke(tx: &mut Tx<'_>, id: &str, actor: &Actor) -> Result<bool, StoreError> {
