@@ -16,7 +16,7 @@ use super::writer::{Tx, WriteOp, WriterHandle};
 use crate::clock;
 
 /// What a delivery worker reports after an attempt.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub delivery_id: String,
     pub webhook_id: String,

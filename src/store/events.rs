@@ -26,8 +26,21 @@ pub struct Event {
     pub deliveries: i64,
 }
 
-const EVENT_COLUMNS: &str =
-    "id, event_type, timestamp, created_at, idempotency_key, request_hash, payload, deliveries";
+/// The columns of `events` in [`event_from_row`]'s order; a macro so that
+/// the publish path's `INSERT` is one constant, not a `format!` per event.
+macro_rules! event_columns {
+    () => {
+        "id, event_type, timestamp, created_at, idempotency_key, request_hash, payload, deliveries"
+    };
+}
+
+const EVENT_COLUMNS: &str = event_columns!();
+
+const INSERT_EVENT: &str = concat!(
+    "INSERT INTO events (",
+    event_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+);
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
@@ -43,22 +56,20 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 }
 
 pub fn insert_event(conn: &Connection, e: &Event) -> Result<(), StoreError> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-    ))
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            e.id,
-            e.event_type,
-            e.timestamp,
-            e.created_at,
-            e.idempotency_key,
-            e.request_hash,
-            e.payload,
-            e.deliveries
-        ])
-    })
-    .context("inserting event")?;
+    conn.prepare_cached(INSERT_EVENT)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                e.id,
+                e.event_type,
+                e.timestamp,
+                e.created_at,
+                e.idempotency_key,
+                e.request_hash,
+                e.payload,
+                e.deliveries
+            ])
+        })
+        .context("inserting event")?;
     Ok(())
 }
 
@@ -597,8 +608,8 @@ pub fn stale_in_flight(
     .context("finding lost deliveries")
 }
 
-// Publishing through the writer: its apply function (run inside the op's
-// savepoint) and the handle's methods that send it.
+// Publishing through the writer: its apply function (run in the batch's
+// transaction; see `writer::Isolation`) and the handle's methods that send it.
 
 /// How a publish ended.
 #[derive(Debug)]

@@ -16,8 +16,10 @@
 //!   (the pages a savepoint or a statement that may fail would restore) then
 //!   stays in memory. With the default it spilled to a temporary file past
 //!   64 KiB, about 22 `write`/`lseek` system calls per published event in
-//!   the writer. It holds one op's pages at most (it is emptied at each
-//!   `RELEASE`) and is never needed after a crash: the WAL is the journal.
+//!   the writer. It holds one statement's or one op's pages at most (ops
+//!   run in savepoints only when a batch is applied again; see
+//!   `writer::Isolation`) and is never needed after a crash: the WAL is the
+//!   journal.
 //!   Set after the migrations, whose index builds may sort more than fits.
 //! - `busy_timeout` on every connection (writer, readers, the CLI's) so the
 //!   CLI (`hookbox token create` while `serve` runs) and Litestream's own

@@ -228,11 +228,11 @@ pub fn resolve_alert(
     .context("resolving an alert")
 }
 
-// Changes through the writer: its apply function (run inside the op's
-// savepoint) and the handle's method that sends it.
+// Changes through the writer: its apply function and the handle's method
+// that sends it.
 
 /// What becomes of an alert.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum AlertChange {
     Open(Alert),
     Resolve { rule: String, subject: String },

@@ -161,8 +161,8 @@ pub fn touch(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-// Changes through the writer: its apply functions (run inside the op's
-// savepoint) and the handle's methods that send them.
+// Changes through the writer: its apply functions (run in the batch's
+// transaction; see `writer::Isolation`) and the handle's methods that send them.
 
 impl WriterHandle {
     pub fn create_token(

@@ -406,8 +406,8 @@ pub fn reset_failing(conn: &Connection, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-// Changes through the writer: its apply functions (run inside the op's
-// savepoint) and the handle's methods that send them.
+// Changes through the writer: its apply functions (run in the batch's
+// transaction; see `writer::Isolation`) and the handle's methods that send them.
 
 impl WriterHandle {
     pub fn create_webhook(&self, webhook: Webhook, actor: Actor) -> Result<(), StoreError> {

@@ -2,8 +2,8 @@
 //!
 //! API threads send a [`WriteOp`] with a reply channel and wait. The writer
 //! takes the first op, then everything else already queued (up to
-//! [`MAX_BATCH`]), and applies them all in one transaction, each inside its
-//! own savepoint so that one failing op does not undo the others. Only after
+//! [`MAX_BATCH`]), and applies them all in one transaction; one failing op
+//! must not undo the others (see [`Isolation`]). Only after
 //! `COMMIT` — which with `synchronous=FULL` has fsynced the WAL — does it
 //! answer each op. This is group commit: while one commit's fsync runs,
 //! the next batch queues up, so N concurrent publishers share one fsync and
@@ -19,7 +19,7 @@
 //! batch's answers go to the `replica` thread (`replica.rs`), which answers
 //! them once Litestream confirms the commit on the replica.
 //!
-//! This file owns the thread, the batch, the savepoints, the answers and
+//! This file owns the thread, the batch, the savepoint replay, the answers and
 //! the transaction context (`Tx`); it does not own any change. Each
 //! domain module owns its changes: the `apply_*` function the writer calls
 //! for its ops, their audit rows, and the [`WriterHandle`] methods that send
@@ -64,7 +64,9 @@ const QUEUE_BOUND: usize = 4096;
 
 pub(super) type Reply<T> = Sender<Result<T, StoreError>>;
 
-/// What the writer can be asked to do.
+/// What the writer can be asked to do. `Clone` for the batch's replay
+/// (see `Writer::commit_batch`); a clone shares the reply channel.
+#[derive(Clone)]
 pub enum WriteOp {
     Publish {
         event: Event,
@@ -390,8 +392,9 @@ pub(super) struct Wake {
     pub webhooks: bool,
 }
 
-/// What an apply function works with: the open transaction (inside the
-/// op's savepoint) and the writer's state that changes with it.
+/// What an apply function works with: the open transaction and the
+/// writer's state that changes with it. An apply function that fails
+/// should fail before it writes (see [`Isolation`]).
 pub(super) struct Tx<'a> {
     pub conn: &'a Connection,
     /// The op's time (Unix ms).
@@ -402,6 +405,33 @@ pub(super) struct Tx<'a> {
     /// `--disable-after`: a webhook whose every attempt failed for this
     /// long is disabled.
     pub disable_after_ms: i64,
+}
+
+/// How the ops of a batch are kept from undoing each other.
+///
+/// An op that fails almost always fails before it writes anything (a
+/// webhook not found, an idempotency key already used, a token name
+/// taken): then there is nothing to undo, and the batch goes on. So the
+/// writer applies a batch first without savepoints — a savepoint per op
+/// made SQLite copy every page an op touched into its statement journal,
+/// about a third of the writer's instructions per publish — and counts the
+/// rows each op changed (`total_changes`). Only when an op fails after
+/// changing rows is the whole batch rolled back and applied again from its
+/// copy, each op in a savepoint of its own, so that only that op is undone.
+#[derive(Clone, Copy)]
+enum Isolation {
+    None,
+    Savepoints,
+}
+
+/// A batch applied and not yet committed.
+struct Applied {
+    /// Answers to send at the commit.
+    completions: Vec<Completion>,
+    /// With `--ack-after-replica`, the answers that wait for the replica.
+    after_replica: Vec<Completion>,
+    /// SQLite rolled the transaction back by itself.
+    lost: bool,
 }
 
 /// Keeps the op's changes if it succeeded, and answers it after the commit.
@@ -462,42 +492,37 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
-        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-        // With --ack-after-replica, the answers that wait for the replica.
-        let mut after_replica: Vec<Completion> = Vec::new();
         self.set_sync(batch.iter().any(WriteOp::answered_as_durable));
-        let began = self
-            .exec_cached("BEGIN IMMEDIATE")
-            .context("starting transaction");
-        if let Err(e) = began {
-            log::warn!("{e}");
-            for op in batch.drain(..) {
-                completions.push(self.refuse(op));
+        // Kept for the replay: cloning the batch costs far less than a
+        // savepoint per op (see `Isolation`).
+        let spare = batch.clone();
+        let applied = match self.begin_and_apply(batch.drain(..), Isolation::None) {
+            Some(applied) => applied,
+            None => {
+                // An op failed after writing: undo the whole batch, and
+                // apply it again with a savepoint per op. Nothing has been
+                // answered yet; the first pass's answers are dropped.
+                log::debug!("an op failed after writing; the batch is applied again op by op");
+                let _ = self.exec_cached("ROLLBACK");
+                self.reload_subscriptions();
+                self.wake = Wake::default();
+                match self.begin_and_apply(spare.into_iter(), Isolation::Savepoints) {
+                    Some(applied) => applied,
+                    None => {
+                        // Not reached: with savepoints no op is left half
+                        // applied. Were it, the callers get an error from
+                        // their dropped reply channels, and nothing commits.
+                        let _ = self.exec_cached("ROLLBACK");
+                        return;
+                    }
+                }
             }
-            for c in completions {
-                c(Err(&e));
-            }
-            return;
-        }
-        // SQLite rolls the whole transaction back by itself on some errors
-        // (disk full, I/O error, out of memory). Ops after that would run
-        // in autocommit mode, committed one by one: stop instead, and fail
-        // the batch.
-        let mut lost = false;
-        for op in batch.drain(..) {
-            if lost {
-                completions.push(self.refuse(op));
-                continue;
-            }
-            let waits = self.confirmer.is_some() && op.answered_after_replica();
-            let completion = self.apply_in_savepoint(op);
-            if waits {
-                after_replica.push(completion);
-            } else {
-                completions.push(completion);
-            }
-            lost = self.conn.is_autocommit();
-        }
+        };
+        let Applied {
+            completions,
+            after_replica,
+            lost,
+        } = applied;
         let committed = if lost {
             Err(StoreError::Unavailable(
                 "SQLite rolled the transaction back".into(),
@@ -509,10 +534,7 @@ impl Writer {
             log::error!("{e}; the batch is rolled back");
             let _ = self.exec_cached("ROLLBACK");
             // The fan-out table may hold changes that were just undone.
-            match Subscriptions::load(&self.conn) {
-                Ok(subs) => self.subscriptions = subs,
-                Err(e) => log::error!("reloading webhooks after rollback: {e}"),
-            }
+            self.reload_subscriptions();
         }
         let commit = committed.as_ref().map(|_| ());
         if commit.is_ok() {
@@ -535,6 +557,73 @@ impl Writer {
                     c(commit);
                 }
             }
+        }
+    }
+
+    /// Opens the batch's transaction and applies `ops` in it. `None` when,
+    /// without savepoints, an op failed after writing (the transaction is
+    /// still open, holding that op's changes).
+    fn begin_and_apply(
+        &mut self,
+        ops: impl Iterator<Item = WriteOp>,
+        isolation: Isolation,
+    ) -> Option<Applied> {
+        let mut applied = Applied {
+            completions: Vec::with_capacity(ops.size_hint().0),
+            after_replica: Vec::new(),
+            lost: false,
+        };
+        if let Err(e) = self
+            .exec_cached("BEGIN IMMEDIATE")
+            .context("starting transaction")
+        {
+            log::warn!("{e}");
+            for op in ops {
+                applied.completions.push(self.refuse(op));
+            }
+            for c in applied.completions.drain(..) {
+                c(Err(&e));
+            }
+            return Some(applied);
+        }
+        for op in ops {
+            // SQLite rolls the whole transaction back by itself on some
+            // errors (disk full, I/O error, out of memory). Ops after that
+            // would run in autocommit mode, committed one by one: refuse
+            // them instead, and fail the batch.
+            if applied.lost {
+                applied.completions.push(self.refuse(op));
+                continue;
+            }
+            let waits = self.confirmer.is_some() && op.answered_after_replica();
+            let completion = match isolation {
+                Isolation::Savepoints => self.apply_in_savepoint(op),
+                Isolation::None => {
+                    let before = self.conn.total_changes();
+                    let (ok, completion) = self.apply(op);
+                    let wrote = self.conn.total_changes() != before;
+                    if !ok && wrote && !self.conn.is_autocommit() {
+                        return None;
+                    }
+                    completion
+                }
+            };
+            if waits {
+                applied.after_replica.push(completion);
+            } else {
+                applied.completions.push(completion);
+            }
+            applied.lost = self.conn.is_autocommit();
+        }
+        Some(applied)
+    }
+
+    /// The fan-out table from the database, after a rollback undid
+    /// webhook changes it already holds.
+    fn reload_subscriptions(&mut self) {
+        match Subscriptions::load(&self.conn) {
+            Ok(subs) => self.subscriptions = subs,
+            Err(e) => log::error!("reloading webhooks after rollback: {e}"),
         }
     }
 
@@ -731,6 +820,119 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn writer_on(dir: &std::path::Path) -> Writer {
+        let conn =
+            super::super::open_writer_for(&dir.join("hookbox.db"), Replication::None).unwrap();
+        conn.execute_batch(
+            "INSERT INTO webhooks (id, url, secret, events, created_at, updated_at) \
+               VALUES ('wh_a', 'https://a.example/', 's', '[\"*\"]', 1, 1)",
+        )
+        .unwrap();
+        let subscriptions = Subscriptions::load(&conn).unwrap();
+        Writer {
+            conn,
+            subscriptions,
+            config: WriterConfig {
+                disable_after_ms: 0,
+                wakeups: Wakeups::new().0,
+                replication: Replication::None,
+                ack_after_replica: None,
+            },
+            wake: Wake::default(),
+            sync_full: true,
+            confirmer: None,
+        }
+    }
+
+    fn publish(
+        id: &str,
+        event_type: &str,
+    ) -> (WriteOp, Receiver<Result<PublishOutcome, StoreError>>) {
+        let (reply, answer) = bounded(1);
+        let event = Event {
+            id: id.into(),
+            event_type: event_type.into(),
+            timestamp: "2026-12-03T00:00:00Z".into(),
+            created_at: 0,
+            idempotency_key: None,
+            request_hash: Vec::new(),
+            payload: b"{}".to_vec(),
+            deliveries: 0,
+        };
+        let op = WriteOp::Publish {
+            event,
+            only: None,
+            reply,
+        };
+        (op, answer)
+    }
+
+    fn stored(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn an_op_that_fails_after_writing_is_undone_alone_and_its_batch_neighbours_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer_on(dir.path());
+        // evt_2's event row is written, then its delivery is refused.
+        writer
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER refuse_evt_2 BEFORE INSERT ON deliveries \
+                 WHEN NEW.event_id = 'evt_2' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .unwrap();
+        let (first, first_answer) = publish("evt_1", "profile.created");
+        let (broken, broken_answer) = publish("evt_2", "profile.created");
+        let (last, last_answer) = publish("evt_3", "profile.created");
+        writer.commit_batch(&mut vec![first, broken, last]);
+
+        for answer in [first_answer, last_answer] {
+            assert!(matches!(
+                answer.try_recv().unwrap(),
+                Ok(PublishOutcome::Created { deliveries: 1 })
+            ));
+        }
+        assert!(broken_answer.try_recv().unwrap().is_err());
+        assert_eq!(
+            stored(&writer.conn, "SELECT id FROM events ORDER BY id"),
+            ["evt_1", "evt_3"]
+        );
+        assert_eq!(
+            stored(
+                &writer.conn,
+                "SELECT event_id FROM deliveries ORDER BY event_id"
+            ),
+            ["evt_1", "evt_3"]
+        );
+        assert!(writer.conn.is_autocommit(), "the transaction is closed");
+    }
+
+    #[test]
+    fn an_op_refused_before_writing_leaves_its_batch_neighbours_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer_on(dir.path());
+        let (first, first_answer) = publish("evt_1", "profile.created");
+        // The same id again: refused by the primary key before any row.
+        let (again, again_answer) = publish("evt_1", "profile.created");
+        writer.commit_batch(&mut vec![first, again]);
+        assert!(matches!(
+            first_answer.try_recv().unwrap(),
+            Ok(PublishOutcome::Created { deliveries: 1 })
+        ));
+        assert!(again_answer.try_recv().unwrap().is_err());
+        assert_eq!(stored(&writer.conn, "SELECT id FROM events"), ["evt_1"]);
+        assert_eq!(
+            stored(&writer.conn, "SELECT event_id FROM deliveries"),
+            ["evt_1"]
+        );
+    }
 
     #[test]
     fn fan_out_table_matches_filters_in_id_order() {
