@@ -60,10 +60,14 @@ pub struct Inputs {
 }
 
 struct Hook {
-    url: String,
-    secret: String,
-    /// The rotated-out secret and when it stops signing (Unix ms).
-    previous: Option<(String, i64)>,
+    /// Shared with every job: no copy of the URL and secrets per attempt.
+    url: Arc<str>,
+    /// The current secret, then the rotated-out one while it still signs.
+    secrets: Arc<[String]>,
+    /// The current secret alone, once the rotated-out one has stopped.
+    current_secret: Arc<[String]>,
+    /// When the rotated-out secret stops signing (Unix ms), if there is one.
+    previous_until: Option<i64>,
     enabled: bool,
     max_attempts: u32,
     rate_per_s: Option<u32>,
@@ -82,14 +86,11 @@ struct Hook {
 impl Hook {
     /// The current secret, and the rotated-out one while its grace lasts:
     /// each signs, so receivers can switch without dropping events.
-    fn signing_secrets(&self, now: i64) -> Vec<String> {
-        let mut secrets = vec![self.secret.clone()];
-        if let Some((old, until)) = &self.previous
-            && now < *until
-        {
-            secrets.push(old.clone());
+    fn signing_secrets(&self, now: i64) -> Arc<[String]> {
+        match self.previous_until {
+            Some(until) if now >= until => self.current_secret.clone(),
+            _ => self.secrets.clone(),
         }
-        secrets
     }
 }
 
@@ -236,9 +237,17 @@ impl Scheduler {
             hooks.insert(
                 w.id.clone(),
                 Hook {
-                    previous: w.previous_secret.zip(w.previous_secret_until),
-                    url: w.url,
-                    secret: w.secret,
+                    previous_until: w
+                        .previous_secret_until
+                        .filter(|_| w.previous_secret.is_some()),
+                    current_secret: Arc::from([w.secret.clone()]),
+                    secrets: std::iter::once(w.secret)
+                        .chain(
+                            w.previous_secret
+                                .filter(|_| w.previous_secret_until.is_some()),
+                        )
+                        .collect(),
+                    url: w.url.into(),
                     enabled: w.enabled,
                     max_attempts: w.max_attempts.unwrap_or(self.limits.default_max_attempts),
                     rate_per_s: rate,

@@ -35,8 +35,9 @@ pub struct Job {
     pub delivery_id: String,
     pub webhook_id: String,
     pub event_id: String,
-    pub url: String,
-    pub secrets: Vec<String>,
+    pub url: Arc<str>,
+    /// The current secret, and the rotated-out one while it still signs.
+    pub secrets: Arc<[String]>,
     pub payload: Arc<Vec<u8>>,
     /// This attempt's number, from 1.
     pub attempt: i64,
@@ -322,7 +323,7 @@ mod tests {
             webhook_id: "wh_1".into(),
             event_id: "evt_1".into(),
             url: "http://example.com/".into(),
-            secrets: vec!["s".into()],
+            secrets: Arc::from(["s".to_owned()]),
             payload: Arc::new(Vec::new()),
             attempt,
             max_attempts: 3,
