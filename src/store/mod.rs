@@ -42,6 +42,7 @@
 //!
 //! This module must not know about HTTP or the API's error shapes.
 
+pub mod answer;
 pub mod audit;
 pub mod deliveries;
 pub mod event_types;

@@ -45,7 +45,7 @@ use super::monitoring::{self, AlertChange, Announce};
 use super::replica::{Confirmer, ReplicaConfig};
 use super::tokens::{self, Token};
 use super::webhooks::{self, Patch, Webhook};
-use super::{Context, Replication, StoreError, deliveries, event_types};
+use super::{Context, Replication, StoreError, answer, deliveries, event_types};
 use crate::catalog::Filter;
 use crate::clock;
 
@@ -62,10 +62,10 @@ const MAX_BATCH: usize = 1024;
 /// instead of unbounded memory.
 const QUEUE_BOUND: usize = 4096;
 
-pub(super) type Reply<T> = Sender<Result<T, StoreError>>;
+pub(super) type Reply<T> = answer::Reply<Result<T, StoreError>>;
 
 /// What the writer can be asked to do. `Clone` for the batch's replay
-/// (see `Writer::commit_batch`); a clone shares the reply channel.
+/// (see `Writer::commit_batch`); a clone shares the answer slot.
 #[derive(Clone)]
 pub enum WriteOp {
     Publish {
@@ -249,7 +249,7 @@ fn stopped() -> StoreError {
 impl WriterHandle {
     /// Sends an op and waits for its answer, given after the commit.
     pub(super) fn call<T>(&self, make: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = answer::pair();
         self.ops.send(make(tx)).map_err(|_| stopped())?;
         rx.recv().map_err(|_| stopped())?
     }
@@ -266,7 +266,7 @@ impl WriterHandle {
 
     /// Whether the writer commits within `timeout`.
     pub fn ping(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = answer::pair();
         self.ops
             .send_timeout(WriteOp::Ping { reply: tx }, timeout)
             .map_err(|_| stopped())?;
@@ -379,7 +379,7 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         };
         // The caller may have gone away (client disconnected); nothing to do.
-        let _ = reply.send(result);
+        reply.send(result);
     })
 }
 
@@ -848,8 +848,8 @@ mod tests {
     fn publish(
         id: &str,
         event_type: &str,
-    ) -> (WriteOp, Receiver<Result<PublishOutcome, StoreError>>) {
-        let (reply, answer) = bounded(1);
+    ) -> (WriteOp, answer::Answer<Result<PublishOutcome, StoreError>>) {
+        let (reply, answer) = answer::pair();
         let event = Event {
             id: id.into(),
             event_type: event_type.into(),
