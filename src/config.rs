@@ -179,8 +179,9 @@ pub struct ServeArgs {
     /// A webhook whose every attempt has failed for this long is disabled.
     #[arg(long, env = "HOOKBOX_DISABLE_AFTER", default_value = "5d", value_parser = parse_duration)]
     pub disable_after: Duration,
-    /// Threads answering API requests. Each waits for its request's commit,
-    /// so this bounds how many requests share one group commit.
+    /// API requests answered at once (each on its connection's thread; the
+    /// rest wait their turn). Each waits for its commit, so this bounds how
+    /// many requests share one group commit.
     #[arg(long, env = "HOOKBOX_HTTP_THREADS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub http_threads: u32,
     /// Delivery targets allowed beyond public addresses, e.g. 127.0.0.0/8,10.0.0.0/8.

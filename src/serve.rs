@@ -84,7 +84,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         running.alerts = Some(start_alerts(&args, &running, &monitor)?);
         load_history(monitor.clone(), args.db.db.clone(), started_ms);
         let state = api_state(&args, &running, opened.catalog, monitor);
-        let api = start_api(listener, state, &args, &running.stopping)?;
+        let api = start_api(listener, state, &args);
         announce(&args, &api.listener, &running.notifier);
         running.api = Some(api);
         running.watchdog = start_watchdog(&running)?;
@@ -225,8 +225,8 @@ fn replication(args: &ServeArgs) -> Replication {
 /// Everything started after the writer, each `None` until it has
 /// started; [`Running::stop`] stops whatever has, in order.
 struct Running {
-    /// Set once, at stop: the API, retention, alerts and watchdog threads
-    /// return when they see it.
+    /// Set once, at stop: the retention, alerts and watchdog threads return
+    /// when they see it.
     stopping: Arc<AtomicBool>,
     notifier: Arc<Notifier>,
     writer: WriterHandle,
@@ -238,11 +238,12 @@ struct Running {
     watchdog: Option<JoinHandle<()>>,
 }
 
-/// The API: its listener, its shared state and its threads.
+/// The API: its listener, its shared state, and the turns its requests
+/// take (answered on tiny_http's connection threads).
 struct Api {
     listener: Listener,
     state: Arc<State>,
-    threads: Vec<JoinHandle<()>>,
+    turns: Arc<api::Turns>,
 }
 
 fn start_writer(
@@ -313,23 +314,13 @@ impl Running {
 }
 
 impl Api {
-    /// The API threads finish the requests they hold and return; what is
-    /// still queued is answered here. Then the listener closes, and the
-    /// state's writer handle goes with it.
+    /// Requests from now on are answered 503; the ones being answered
+    /// finish (for at most a few seconds). Then the listener closes, and
+    /// the state's writer handle goes with it.
     fn stop(self) {
-        let server = &self.listener.server;
-        // One wake-up per thread: a waiting thread takes one and returns; a
-        // busy one sees `stopping` when it finishes and returns without
-        // taking one.
-        for _ in 0..self.threads.len() {
-            server.unblock();
-        }
-        for thread in self.threads {
-            if thread.join().is_err() {
-                log::error!("an API thread panicked while stopping");
-            }
-        }
-        api::drain(server, &self.state);
+        api::stop(&self.turns);
+        drop(self.state);
+        drop(self.listener);
     }
 }
 
@@ -431,30 +422,20 @@ fn api_state(
     })
 }
 
-fn start_api(
-    listener: Listener,
-    state: Arc<State>,
-    args: &ServeArgs,
-    stopping: &Arc<AtomicBool>,
-) -> anyhow::Result<Api> {
-    let threads = api::spawn_threads(
-        listener.server.clone(),
-        state.clone(),
-        stopping.clone(),
-        args.http_threads as usize,
-    )
-    .context("starting API threads")?;
-    Ok(Api {
+fn start_api(listener: Listener, state: Arc<State>, args: &ServeArgs) -> Api {
+    let turns = Arc::new(api::Turns::new(args.http_threads as usize));
+    api::answer_on_connection_threads(&listener.server, state.clone(), turns.clone());
+    Api {
         listener,
         state,
-        threads,
-    })
+        turns,
+    }
 }
 
 /// The settings line, `listening on …`, and `READY=1` to systemd.
 fn announce(args: &ServeArgs, listener: &Listener, notifier: &Notifier) {
     log::info!(
-        "database {}, {} API threads, max body {} bytes, allow-targets [{}], api-allow [{}], \
+        "database {}, {} requests answered at once, max body {} bytes, allow-targets [{}], api-allow [{}], \
          trust-proxy [{}], api-rate-limit {}/s per token, secret grace {}",
         args.db.db.display(),
         args.http_threads,

@@ -558,7 +558,7 @@ fn assert_healthy(server: &mut Server, after: &str) {
 }
 
 #[test]
-fn hostile_requests_get_4xx_and_leave_every_api_thread_serving() {
+fn hostile_requests_get_4xx_and_leave_every_turn_free() {
     let mut server = Server::start_with(&["--http-threads", "4"]);
     let rows = all_rows(&server);
     let mut failures = Vec::new();
@@ -577,8 +577,8 @@ fn hostile_requests_get_4xx_and_leave_every_api_thread_serving() {
         failures.join("\n"),
         server.log()
     );
-    // Five times as many sequential requests as there are API threads: a
-    // thread a row left blocked or dead would show as a stall here.
+    // Five times as many sequential requests as there are turns (`--http-threads`): a
+    // turn a row left held would show as a stall here.
     for i in 0..20 {
         let started = Instant::now();
         assert_healthy(&mut server, &format!("the table, request {i}"));
@@ -793,7 +793,7 @@ fn answers_within(server: &Server, deadline: Duration) -> Result<Duration, Strin
 #[test]
 fn clients_stalled_mid_body_do_not_starve_other_requests() {
     let server = Server::start_with(&["--http-threads", "4"]);
-    // Twice as many as there are API threads; each declares 4096 bytes (more
+    // Twice as many as there are turns (`--http-threads`); each declares 4096 bytes (more
     // than tiny_http reads ahead itself) and sends 100.
     let mut raw = format!(
         "POST /api/v1/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n",
@@ -919,7 +919,7 @@ fn a_client_that_pipelines_without_reading_holds_only_its_own_connection() {
 }
 
 #[test]
-fn expect_100_continue_bodies_are_answered_and_a_stalled_one_holds_no_api_thread() {
+fn expect_100_continue_bodies_are_answered_and_a_stalled_one_holds_no_turn() {
     let server = Server::start_with(&["--http-threads", "2"]);
     // A well-behaved client: waits for 100 Continue, then sends the body.
     let body =
@@ -950,7 +950,7 @@ fn expect_100_continue_bodies_are_answered_and_a_stalled_one_holds_no_api_thread
     assert_eq!(r.status, 202, "{}", r.text());
 
     // Clients that are told to continue and then send nothing: more of
-    // them than there are API threads.
+    // them than there are turns (`--http-threads`).
     let held: Vec<TcpStream> = (0..6)
         .map(|_| {
             let mut s = TcpStream::connect(server.addr).expect("connect");

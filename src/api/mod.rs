@@ -1,10 +1,12 @@
 //! The HTTP API: tiny_http glue, the request pipeline, and the handlers.
 //!
-//! tiny_http reads each connection on a thread of its own pool and queues
-//! parsed requests; `serve` starts [`spawn_threads`] threads that take them
-//! with `recv()`, run the pipeline and answer. A handler waits for its
-//! write's group commit, so these threads, not CPU, bound how many requests
-//! can share one commit: `--http-threads`.
+//! tiny_http reads each connection on a thread of its own pool; `serve`
+//! has it answer each parsed request on that same thread
+//! ([`answer_on_connection_threads`]): the request takes one of
+//! `--http-threads` turns ([`Turns`]), runs the pipeline and is answered,
+//! and the thread reads the connection's next request. A handler waits for
+//! its write's group commit while it holds its turn, so the turns, not
+//! CPU, bound how many requests can share one commit.
 //!
 //! Before any of that, at accept ([`connection_limits`]): a peer that no
 //! allowlist could admit is closed at once with a canned 403; one address
@@ -13,7 +15,7 @@
 //! all [`MAX_CONNECTIONS`] slots taken, an idle connection of the address
 //! holding the most is closed to admit a new one.
 //! Those refusals, and failed accepts, are logged rate-limited
-//! ([`crate::logging::Limited`]); the summaries are flushed at [`drain`].
+//! ([`crate::logging::Limited`]); the summaries are flushed at [`stop`].
 //!
 //! The pipeline, in order: `/metrics` (its own `--metrics-allow`), the
 //! client address (behind `--trust-proxy`), the `--api-allow` allowlist
@@ -27,7 +29,7 @@
 //! plain functions from a [`Ctx`] to a [`Reply`] or an [`ApiError`]; a
 //! panic in one is caught and answered 500 without killing the thread.
 //!
-//! This module must not open database connections or spawn other threads.
+//! This module must not open database connections or spawn threads.
 
 mod audit;
 mod auth;
@@ -40,14 +42,13 @@ mod monitoring;
 mod router;
 mod tester;
 mod tokens;
+mod turns;
 mod webhooks;
 
 use std::io::{Cursor, Read};
 use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -55,6 +56,7 @@ use tiny_http::{Header, Method, PrereadRefused, Request, Response, Server};
 
 pub use client::RateLimiter;
 pub use error::ApiError;
+pub use turns::Turns;
 
 use crate::catalog::Catalog;
 use crate::config::{Cidr, ServeArgs};
@@ -124,18 +126,15 @@ static BUDGET_SPENT: Limited = Limited::new(
     "request bodies answered 503 for the spent read-ahead budget",
     EDGE_LOG_EVERY,
 );
-static RECV_FAILED: Limited =
-    Limited::new(module_path!(), "failures taking a request", EDGE_LOG_EVERY);
 
 /// Every rate-limited line of the HTTP edge, for [`flush_edge_logs`].
-static EDGE_LOGS: [&Limited; 7] = [
+static EDGE_LOGS: [&Limited; 6] = [
     &NOT_ADMITTED,
     &PEER_FULL,
     &SERVER_FULL,
     &EVICTED_IDLE,
     &ACCEPT_FAILED,
     &BUDGET_SPENT,
-    &RECV_FAILED,
 ];
 
 /// What a peer refused at accept is told (plain HTTP only; over TLS it is
@@ -275,12 +274,8 @@ pub const PREREAD_RESERVE: usize = 4 * 1024 * 1024;
 /// See [`PREREAD_RESERVE`].
 pub const SMALL_BODY: usize = 16 * 1024;
 
-/// While stopping, queued requests are still served for this long...
-const DRAIN_SERVE: Duration = Duration::from_secs(1);
-/// ...then answered 503, until the queue stays empty this long...
-const DRAIN_IDLE: Duration = Duration::from_millis(50);
-/// ...or this much time has passed since the stop began.
-const DRAIN_MAX: Duration = Duration::from_secs(3);
+/// At a stop, how long the requests being answered get to finish.
+const STOP_MAX: Duration = Duration::from_secs(3);
 
 /// Request policy from the command line.
 pub struct Limits {
@@ -377,59 +372,34 @@ pub struct Ctx<'a> {
     pub actor: Actor,
 }
 
-/// Starts `count` threads answering requests from `server`. Each returns
-/// once `stopping` is set and it has finished its request, or, if it was
-/// waiting, once [`Server::unblock`] has woken it; then call [`drain`].
-pub fn spawn_threads(
-    server: Arc<Server>,
-    state: Arc<State>,
-    stopping: Arc<AtomicBool>,
-    count: usize,
-) -> std::io::Result<Vec<thread::JoinHandle<()>>> {
-    (0..count)
-        .map(|i| {
-            let server = server.clone();
-            let state = state.clone();
-            let stopping = stopping.clone();
-            thread::Builder::new()
-                .name(format!("http-{i}"))
-                .spawn(move || {
-                    while !stopping.load(Ordering::Acquire) {
-                        match server.recv() {
-                            Ok(request) => handle(&state, request),
-                            Err(e) if !stopping.load(Ordering::Acquire) => {
-                                RECV_FAILED
-                                    .log(log::Level::Warn, format_args!("taking a request: {e}"));
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                })
-        })
-        .collect()
+/// From now on every request is answered on its connection's thread, in
+/// one of `turns`' turns (requests tiny_http queued before are answered
+/// first, on this thread).
+pub fn answer_on_connection_threads(server: &Server, state: Arc<State>, turns: Arc<Turns>) {
+    server.answer_on_connection_threads(Box::new(move |request| answer(&state, &turns, request)));
 }
 
-/// Answers what is still queued after the API threads have stopped: serves
-/// what clients sent before the stop, then answers 503, and returns when the
-/// queue stays empty or the drain time is up.
-pub fn drain(server: &Server, state: &State) {
-    let began = Instant::now();
-    while began.elapsed() < DRAIN_MAX {
-        let waited = Instant::now();
-        match server.recv_timeout(DRAIN_IDLE) {
-            Ok(Some(request)) if began.elapsed() < DRAIN_SERVE => handle(state, request),
-            Ok(Some(request)) => {
-                let reply =
-                    ApiError::new(503, "shutting_down", "hookbox is stopping; retry shortly")
-                        .with_header("Retry-After", "5".into())
-                        .into_reply();
-                let _ = request.respond(reply.into_response());
-            }
-            // A wake-up left over from stopping the threads returns at once;
-            // only a wait that lasted is an empty queue.
-            Ok(None) if waited.elapsed() >= DRAIN_IDLE => break,
-            Ok(None) | Err(_) => {}
+fn answer(state: &State, turns: &Turns, request: Request) {
+    match turns.take() {
+        Some(_turn) => handle(state, request),
+        None => {
+            let reply = ApiError::new(503, "shutting_down", "hookbox is stopping; retry shortly")
+                .with_header("Retry-After", "5".into())
+                .into_reply();
+            let _ = request.respond(reply.into_response());
         }
+    }
+}
+
+/// At a stop: every request from now on is answered 503 `shutting_down`;
+/// the ones being answered get [`STOP_MAX`] to finish.
+pub fn stop(turns: &Turns) {
+    let unfinished = turns.close(Instant::now() + STOP_MAX);
+    if unfinished > 0 {
+        log::warn!(
+            "{unfinished} requests were still being answered {} s into the stop",
+            STOP_MAX.as_secs()
+        );
     }
     flush_edge_logs();
 }

@@ -103,7 +103,7 @@ use std::net::{IpAddr, Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -143,7 +143,15 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // hookbox patch: once set, each request is answered by this on its
+    // connection's own thread instead of being queued for `recv()`.
+    handler: Arc<OnceLock<Handler>>,
 }
+
+/// hookbox patch: answers a request on the thread of the connection it
+/// came on (see [`Server::answer_on_connection_threads`]).
+pub type Handler = Box<dyn Fn(Request) + Send + Sync>;
 
 enum Message {
     Error(IoError),
@@ -431,6 +439,8 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let handler: Arc<OnceLock<Handler>> = Arc::new(OnceLock::new());
+        let inside_handler = handler.clone();
         // hookbox patch: every open connection, so that an idle one can
         // make room for a new one when all slots are taken
         // (`util::eviction`).
@@ -570,6 +580,7 @@ impl Server {
                 match new_client {
                     Ok((client, registered)) => {
                         let messages = inside_messages.clone();
+                        let handler = inside_handler.clone();
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
                             let _registered = &registered;
@@ -584,7 +595,22 @@ impl Server {
                                 // limit and pinned every recv() thread.
                                 let (sender, receiver) = mpsc::channel();
                                 for rq in client {
+                                    // hookbox patch: answered here, then
+                                    // the next request is read.
+                                    if let Some(handler) = handler.get() {
+                                        handler(rq);
+                                        continue;
+                                    }
                                     messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    // hookbox patch: a handler set since
+                                    // the check above may have drained the
+                                    // queue before this push; answer what
+                                    // is queued, this request too.
+                                    if let Some(handler) = handler.get() {
+                                        while let Some(Message::NewRequest(rq)) = messages.try_pop() {
+                                            handler(rq);
+                                        }
+                                    }
                                     if receiver.recv().is_err() {
                                         break;
                                     }
@@ -608,7 +634,26 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            handler,
         })
+    }
+
+    /// hookbox patch: from now on, every request is given to `handler` on
+    /// its connection's own thread, which reads the connection's next
+    /// request once `handler` returns. Handing each request to a `recv()`
+    /// thread instead cost two thread switches per request (the hand-over
+    /// and the wake-up after the answer). Requests queued before this call
+    /// are answered by `handler` on this thread before it returns (or by
+    /// the connection thread that queued one just as the handler was set).
+    /// Only the first call takes effect; it returns whether this one did.
+    pub fn answer_on_connection_threads(&self, handler: Handler) -> bool {
+        let first = self.handler.set(handler).is_ok();
+        if let Some(handler) = self.handler.get() {
+            while let Some(Message::NewRequest(rq)) = self.messages.try_pop() {
+                handler(rq);
+            }
+        }
+        first
     }
 
     /// Returns an iterator for all the incoming requests.
