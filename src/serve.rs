@@ -238,11 +238,10 @@ struct Running {
     watchdog: Option<JoinHandle<()>>,
 }
 
-/// The API: its listener, its shared state, and the turns its requests
-/// take (answered on tiny_http's connection threads).
+/// The API: its listener and the turns its requests take (answered on
+/// tiny_http's connection threads, whose handler holds the shared state).
 struct Api {
     listener: Listener,
-    state: Arc<State>,
     turns: Arc<api::Turns>,
 }
 
@@ -315,12 +314,11 @@ impl Running {
 
 impl Api {
     /// Requests from now on are answered 503; the ones being answered
-    /// finish (for at most a few seconds). Then the listener closes, and
-    /// the state's writer handle goes with it.
+    /// finish (for at most a few seconds). Then the listener closes.
+    /// Connections still open keep the state (their handler holds it) but
+    /// get no turn, so nothing reaches the writer after this returns.
     fn stop(self) {
         api::stop(&self.turns);
-        drop(self.state);
-        drop(self.listener);
     }
 }
 
@@ -424,12 +422,8 @@ fn api_state(
 
 fn start_api(listener: Listener, state: Arc<State>, args: &ServeArgs) -> Api {
     let turns = Arc::new(api::Turns::new(args.http_threads as usize));
-    api::answer_on_connection_threads(&listener.server, state.clone(), turns.clone());
-    Api {
-        listener,
-        state,
-        turns,
-    }
+    api::answer_on_connection_threads(&listener.server, state, turns.clone());
+    Api { listener, turns }
 }
 
 /// The settings line, `listening on …`, and `READY=1` to systemd.
