@@ -51,12 +51,6 @@ impl Turns {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.changed
-            .wait(state)
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Waits for a turn; `None` once [`Turns::close`] has been called.
     pub fn take(&self) -> Option<Turn<'_>> {
         let mut state = self.lock();
@@ -69,7 +63,10 @@ impl Turns {
                 return Some(Turn { turns: self });
             }
             state.waiting += 1;
-            state = self.wait(state);
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
             state.waiting -= 1;
         }
     }

@@ -3,10 +3,11 @@
 //!
 //! A crossbeam channel would do, but its blocking `recv` spins and calls
 //! `sched_yield` several times before it sleeps, and an answer comes only
-//! after a group commit (milliseconds), so the spinning never pays: under
-//! the realistic benchmark it was about 4% of the server's CPU, all of it
-//! in API threads waiting for their publish. Here the caller sleeps on a
-//! condition variable at once.
+//! after a group commit (milliseconds), so the spinning never pays: in the
+//! realistic benchmark's profile it was about 5% of the server's samples
+//! (the yields and the kernel's switches), nearly all of it in requests
+//! waiting for their publish. Here the caller sleeps on a condition
+//! variable at once.
 //!
 //! The sending half is `Clone` (a batch is kept whole for its replay, see
 //! `writer::Isolation`): the first send wins, and the waiter hears that
@@ -94,6 +95,15 @@ impl<T> Drop for Reply<T> {
 impl<T> Answer<T> {
     /// Waits for the answer.
     pub fn recv(self) -> Result<T, Unanswered> {
+        self.wait(None)
+    }
+
+    /// Waits at most `timeout` for the answer.
+    pub fn recv_timeout(self, timeout: Duration) -> Result<T, Unanswered> {
+        self.wait(Some(Instant::now() + timeout))
+    }
+
+    fn wait(self, deadline: Option<Instant>) -> Result<T, Unanswered> {
         let mut state = self.slot.lock();
         loop {
             if let Some(value) = state.value.take() {
@@ -102,32 +112,24 @@ impl<T> Answer<T> {
             if state.senders == 0 {
                 return Err(Unanswered);
             }
-            state = self
-                .slot
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    /// Waits at most `timeout` for the answer.
-    pub fn recv_timeout(self, timeout: Duration) -> Result<T, Unanswered> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.slot.lock();
-        loop {
-            if let Some(value) = state.value.take() {
-                return Ok(value);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if state.senders == 0 || left.is_zero() {
-                return Err(Unanswered);
-            }
-            state = self
-                .slot
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state = match deadline {
+                None => self
+                    .slot
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Unanswered);
+                    }
+                    self.slot
+                        .changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
         }
     }
 

@@ -312,7 +312,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Read-only connections shared by the API threads. A request takes one for
+/// Read-only connections shared by the requests. A request takes one for
 /// the duration of its reads and gives it back.
 pub struct ReadPool {
     path: PathBuf,

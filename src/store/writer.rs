@@ -1,6 +1,6 @@
 //! The writer thread: the only code in `serve` that writes to the database.
 //!
-//! API threads send a [`WriteOp`] with a reply channel and wait. The writer
+//! Requests send a [`WriteOp`] with a reply (an [`answer`] slot) and wait. The writer
 //! takes the first op, then everything else already queued (up to
 //! [`MAX_BATCH`]), and applies them all in one transaction; one failing op
 //! must not undo the others (see [`Isolation`]). Only after
