@@ -38,6 +38,9 @@
 //!   server is started again on what is left, three times, for the time to
 //!   the first 200 from `/healthz`. `--webhook-concurrency C` is passed to
 //!   the server (default 4, the server's own default).
+//! - `--mode floor` `[--level bare|http|durable|all] [--duration SECS]`: the
+//!   realistic load against a stand-in server that does none of hookbox's
+//!   work (`publish/floor.rs`): what the I/O alone costs on this machine.
 //!
 //! Besides wall-clock rates, every load reports the server's own CPU time
 //! per event or delivery (`/proc/PID/stat`), which the load generator
@@ -62,6 +65,9 @@
 
 // A benchmark tool: a bad argument or a failed set-up should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#[path = "publish/floor.rs"]
+mod floor;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,6 +85,7 @@ enum Mode {
     Publish,
     EndToEnd,
     Drain,
+    Floor,
     All,
 }
 
@@ -94,6 +101,8 @@ struct Options {
     concurrency: u32,
     quick: bool,
     report: Option<PathBuf>,
+    /// `--level`: the floor's levels to run (`--mode floor`).
+    levels: Vec<floor::Level>,
     /// The arguments as given, for the report.
     command: String,
 }
@@ -122,6 +131,7 @@ fn options() -> Option<Options> {
         concurrency: 4,
         quick: false,
         report: None,
+        levels: FLOOR_LEVELS.to_vec(),
         command: String::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -140,10 +150,11 @@ fn options() -> Option<Options> {
                     "publish" => Mode::Publish,
                     "e2e" => Mode::EndToEnd,
                     "drain" => Mode::Drain,
+                    "floor" => Mode::Floor,
                     "all" => Mode::All,
-                    other => {
-                        panic!("unknown mode {other}; use realistic, publish, e2e, drain or all")
-                    }
+                    other => panic!(
+                        "unknown mode {other}; use realistic, publish, e2e, drain, floor or all"
+                    ),
                 }
             }
             "--connections" => o.connections = value() as usize,
@@ -155,6 +166,13 @@ fn options() -> Option<Options> {
             "--measure" => o.measure = value().max(2) as usize,
             "--webhook-concurrency" => o.concurrency = value().max(1) as u32,
             "--report" => o.report = Some(PathBuf::from(&text)),
+            "--level" => {
+                o.levels = match floor::Level::parse(&text) {
+                    Some(level) => vec![level],
+                    None if text == "all" => FLOOR_LEVELS.to_vec(),
+                    None => panic!("unknown level {text}; use bare, http, durable or all"),
+                }
+            }
             "--server-args" => {
                 let extra = text.split_whitespace().map(str::to_owned).collect();
                 let _ = SERVER_ARGS.set(extra);
@@ -185,13 +203,34 @@ fn options() -> Option<Options> {
 
 type Figures = Vec<(&'static str, f64)>;
 
+/// The floor's levels, cheapest first.
+const FLOOR_LEVELS: [floor::Level; 3] = [
+    floor::Level::Bare,
+    floor::Level::Http,
+    floor::Level::Durable,
+];
+
 /// One measured configuration.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Case {
-    Realistic { connections: usize },
-    Publish { connections: usize, webhooks: usize },
-    EndToEnd { rate: u64 },
-    Drain { backlog: usize, webhooks: usize },
+    Realistic {
+        connections: usize,
+    },
+    Publish {
+        connections: usize,
+        webhooks: usize,
+    },
+    EndToEnd {
+        rate: u64,
+    },
+    Drain {
+        backlog: usize,
+        webhooks: usize,
+    },
+    /// The realistic load against a floor server instead of hookbox.
+    Floor {
+        level: floor::Level,
+    },
 }
 
 impl Case {
@@ -201,6 +240,7 @@ impl Case {
             Case::Publish { .. } => "publish",
             Case::EndToEnd { .. } => "e2e",
             Case::Drain { .. } => "drain",
+            Case::Floor { .. } => "floor",
         }
     }
 
@@ -228,6 +268,11 @@ impl Case {
                 "\"backlog\":{backlog},\"webhooks\":{webhooks},\"measured\":{},\"webhook_concurrency\":{}",
                 o.measure.min(backlog),
                 o.concurrency
+            ),
+            Case::Floor { level } => format!(
+                "\"level\":\"{}\",\"connections\":64,\"duration_s\":{}",
+                level.name(),
+                o.duration.as_secs()
             ),
         }
     }
@@ -258,7 +303,8 @@ impl Templates {
 
 fn run_case(case: Case, o: &Options, templates: &mut Templates) -> Figures {
     match case {
-        Case::Realistic { connections } => realistic(connections, o.duration, o.concurrency),
+        Case::Realistic { connections } => realistic(None, connections, o.duration, o.concurrency),
+        Case::Floor { level } => realistic(Some(level), 64, o.duration, o.concurrency),
         Case::Publish {
             connections,
             webhooks,
@@ -272,6 +318,7 @@ fn run_case(case: Case, o: &Options, templates: &mut Templates) -> Figures {
 }
 
 fn main() {
+    floor::serve_if_asked();
     let Some(mut o) = options() else {
         println!(
             "a benchmark, not a test: run it with `cargo bench --bench publish -- --mode all --runs 3`"
@@ -293,6 +340,11 @@ fn main() {
             backlog: o.backlog,
             webhooks: o.webhooks,
         }],
+        Mode::Floor => o
+            .levels
+            .iter()
+            .map(|&level| Case::Floor { level })
+            .collect(),
         Mode::All => {
             if o.quick {
                 o.duration = Duration::from_secs(2);
@@ -364,6 +416,15 @@ fn all_cases(quick: bool) -> Vec<Case> {
     let large = if quick { 100_000 } else { 1_000_000 };
     vec![
         Case::Realistic { connections: 64 },
+        Case::Floor {
+            level: floor::Level::Bare,
+        },
+        Case::Floor {
+            level: floor::Level::Http,
+        },
+        Case::Floor {
+            level: floor::Level::Durable,
+        },
         Case::Publish {
             connections: 1,
             webhooks: 1,
@@ -507,9 +568,21 @@ struct Hookbox {
 
 impl Hookbox {
     fn start(db: &Path, args: &[&str], health: Health) -> Hookbox {
+        Hookbox::start_as(Command::new(hookbox_binary()), db, args, health)
+    }
+
+    /// A floor server (`floor.rs`) in hookbox's place: this benchmark's own
+    /// binary, started again.
+    fn start_floor(level: floor::Level, db: &Path) -> Hookbox {
+        let mut program = Command::new(std::env::current_exe().expect("this binary"));
+        program.env(floor::ENV, level.name());
+        Hookbox::start_as(program, db, &[], Health::Wait)
+    }
+
+    fn start_as(mut program: Command, db: &Path, args: &[&str], health: Health) -> Hookbox {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let started = Instant::now();
-        let mut child = Command::new(hookbox_binary())
+        let mut child = program
             .arg("serve")
             .arg("--db")
             .arg(db)
@@ -967,23 +1040,35 @@ fn end_to_end(rate: u64, duration: Duration) -> Figures {
 /// running; then the tail is drained, so that the server's CPU covers every
 /// event from its publish to its recorded attempt. The backlog is counted
 /// from outside: events answered 202 less requests the receiver has had.
-fn realistic(connections: usize, duration: Duration, concurrency: u32) -> Figures {
+///
+/// With `floor`, a floor server (`floor.rs`) takes hookbox's place under
+/// the same load and receiver.
+fn realistic(
+    floor: Option<floor::Level>,
+    connections: usize,
+    duration: Duration,
+    concurrency: u32,
+) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     let receiver = Receiver::start(8);
     let threads = connections.max(64).to_string();
     let concurrency = concurrency.to_string();
-    let server = Hookbox::start(
-        &dir.path().join("bench.db"),
-        &[
-            "--http-threads",
-            &threads,
-            "--allow-targets",
-            "127.0.0.0/8",
-            "--webhook-concurrency",
-            &concurrency,
-        ],
-        Health::Wait,
-    );
+    let db = dir.path().join("bench.db");
+    let server = match floor {
+        Some(level) => Hookbox::start_floor(level, &db),
+        None => Hookbox::start(
+            &db,
+            &[
+                "--http-threads",
+                &threads,
+                "--allow-targets",
+                "127.0.0.0/8",
+                "--webhook-concurrency",
+                &concurrency,
+            ],
+            Health::Wait,
+        ),
+    };
     server.client().create_webhook(&receiver.url);
     let idle_rss = server.rss_mb();
 
@@ -1329,6 +1414,40 @@ impl Table<'_> {
     }
 }
 
+/// The realistic load against the floor servers (`floor.rs`) beside
+/// hookbox's own figures from the same rounds.
+fn floor_section(s: &mut String, t: &Table, realistic: Case) {
+    let _ = writeln!(
+        s,
+        "### The floor: the same load with none of hookbox's work\n\n`--mode floor`: \
+         the realistic load and receiver against a stand-in server (`benches/publish/floor.rs`) \
+         that answers every publish 202 and delivers its body to the receiver from 32 workers, \
+         parsing, validating, signing, scheduling and storing nothing. `bare`: blocking \
+         sockets and hand-written HTTP; `http`: hookbox's HTTP crates (the vendored tiny_http \
+         answering on its connection threads, ureq delivering); `durable`: `http` plus a \
+         writer thread that appends each batch of events to a file and `fdatasync`s it before \
+         their 202s, and appends each attempt's record. What hookbox costs above `durable` is \
+         its own work.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| server | events/s | deliveries/s | publish p99 ms | server CPU µs/event end to end |\n\
+         |---|---|---|---|---|"
+    );
+    let levels = FLOOR_LEVELS.map(|level| (level.name(), Case::Floor { level }));
+    for (name, case) in levels.into_iter().chain([("hookbox", realistic)]) {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {:.2} | {:.1} |",
+            int(t.get(case, "events_per_s")),
+            int(t.get(case, "deliveries_per_s")),
+            t.get(case, "p99_ms"),
+            t.get(case, "cpu_us_per_event")
+        );
+    }
+    s.push('\n');
+}
+
 fn report(
     o: &Options,
     medians: &[(Case, Figures)],
@@ -1468,6 +1587,7 @@ fn report(
         int(t.get(r, "events")),
         int(t.get(r, "errors"))
     );
+    floor_section(&mut s, &t, r);
 
     // The targets.
     let idle = [
