@@ -573,10 +573,11 @@ impl Hookbox {
 
     /// A floor server (`floor.rs`) in hookbox's place: this benchmark's own
     /// binary, started again.
-    fn start_floor(level: floor::Level, db: &Path) -> Hookbox {
+    fn start_floor(level: floor::Level, db: &Path, concurrency: &str) -> Hookbox {
         let mut program = Command::new(std::env::current_exe().expect("this binary"));
         program.env(floor::ENV, level.name());
-        Hookbox::start_as(program, db, &[], Health::Wait)
+        let args = ["--webhook-concurrency", concurrency];
+        Hookbox::start_as(program, db, &args, Health::Wait)
     }
 
     fn start_as(mut program: Command, db: &Path, args: &[&str], health: Health) -> Hookbox {
@@ -1055,7 +1056,7 @@ fn realistic(
     let concurrency = concurrency.to_string();
     let db = dir.path().join("bench.db");
     let server = match floor {
-        Some(level) => Hookbox::start_floor(level, &db),
+        Some(level) => Hookbox::start_floor(level, &db, &concurrency),
         None => Hookbox::start(
             &db,
             &[
@@ -1416,18 +1417,19 @@ impl Table<'_> {
 
 /// The realistic load against the floor servers (`floor.rs`) beside
 /// hookbox's own figures from the same rounds.
-fn floor_section(s: &mut String, t: &Table, realistic: Case) {
+fn floor_section(s: &mut String, t: &Table, realistic: Case, concurrency: u32) {
     let _ = writeln!(
         s,
         "### The floor: the same load with none of hookbox's work\n\n`--mode floor`: \
          the realistic load and receiver against a stand-in server (`benches/publish/floor.rs`) \
-         that answers every publish 202 and delivers its body to the receiver from 32 workers, \
+         that answers every publish 202 and delivers its body to the receiver from as many workers as the webhook may have deliveries in flight ({}), \
          parsing, validating, signing, scheduling and storing nothing. `bare`: blocking \
          sockets and hand-written HTTP; `http`: hookbox's HTTP crates (the vendored tiny_http \
          answering on its connection threads, ureq delivering); `durable`: `http` plus a \
          writer thread that appends each batch of events to a file and `fdatasync`s it before \
          their 202s, and appends each attempt's record. What hookbox costs above `durable` is \
-         its own work.\n"
+         its own work.\n",
+        concurrency
     );
     let _ = writeln!(
         s,
@@ -1587,7 +1589,7 @@ fn report(
         int(t.get(r, "events")),
         int(t.get(r, "errors"))
     );
-    floor_section(&mut s, &t, r);
+    floor_section(&mut s, &t, r, o.concurrency);
 
     // The targets.
     let idle = [

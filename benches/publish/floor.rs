@@ -6,7 +6,8 @@
 //! - `bare`: the kernel's part alone. A thread per connection reads each
 //!   request with `std::net` (headers to the blank line, then
 //!   `Content-Length` bytes), writes a fixed 202, and hands the body over a
-//!   channel to 32 workers, each of which writes it to the receiver over its
+//!   channel to as many workers as hookbox lets one webhook have in flight
+//!   (`--webhook-concurrency`, 4 by default), each of which writes it to the receiver over its
 //!   own keep-alive connection and reads the answer. No HTTP library.
 //! - `http`: the same path through hookbox's own HTTP crates: the vendored
 //!   tiny_http answering on its connection threads, ureq delivering.
@@ -55,8 +56,6 @@ impl Level {
 /// The environment variable that makes the bench binary a floor server.
 pub const ENV: &str = "HOOKBOX_BENCH_FLOOR";
 
-const WORKERS: usize = 32;
-
 /// One event on its way to the receiver.
 struct Job {
     id: u64,
@@ -79,12 +78,14 @@ pub fn serve_if_asked() {
         args[at + 1].clone()
     };
     let (db, listen) = (PathBuf::from(value("--db")), value("--listen"));
+    // As many workers as hookbox lets one webhook have in flight.
+    let workers: usize = value("--webhook-concurrency").parse().expect("a count");
     let mut token = db.into_os_string();
     token.push(".admin-token");
     std::fs::write(PathBuf::from(token), "floor\n").expect("token file");
     let (jobs, queued) = crossbeam_channel::unbounded::<Job>();
     let log = (level == Level::Durable).then(|| Writer::start(&listen, jobs.clone()));
-    for _ in 0..WORKERS {
+    for _ in 0..workers {
         let queued = queued.clone();
         let log = log.clone();
         thread::spawn(move || match level {
