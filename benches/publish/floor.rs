@@ -224,7 +224,7 @@ fn http_worker(queued: &crossbeam_channel::Receiver<Job>, log: Option<&Writer>) 
 
 /// Reads one HTTP/1.1 message's head and body off `reader`: the body, or
 /// `None` at the end of the connection.
-fn read_message(reader: &mut BufReader<TcpStream>, line: &mut String) -> Option<Vec<u8>> {
+pub fn read_message(reader: &mut BufReader<TcpStream>, line: &mut String) -> Option<Vec<u8>> {
     let mut length = 0;
     loop {
         line.clear();
