@@ -23,7 +23,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
@@ -80,11 +80,11 @@ pub fn serve_if_asked() {
     let (db, listen) = (PathBuf::from(value("--db")), value("--listen"));
     // As many workers as hookbox lets one webhook have in flight.
     let workers: usize = value("--webhook-concurrency").parse().expect("a count");
-    let mut token = db.into_os_string();
+    let mut token = db.clone().into_os_string();
     token.push(".admin-token");
     std::fs::write(PathBuf::from(token), "floor\n").expect("token file");
     let (jobs, queued) = crossbeam_channel::unbounded::<Job>();
-    let log = (level == Level::Durable).then(|| Writer::start(&listen, jobs.clone()));
+    let log = (level == Level::Durable).then(|| Writer::start(&db, jobs.clone()));
     for _ in 0..workers {
         let queued = queued.clone();
         let log = log.clone();
@@ -155,12 +155,6 @@ fn target_addr() -> String {
         .next()
         .expect("host")
         .to_owned()
-}
-
-fn wait_for_target() {
-    while TARGET.get().is_none() {
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// IP literals straight through, as hookbox's `PolicyResolver` does:
@@ -285,11 +279,12 @@ fn bare_connection(stream: TcpStream, jobs: &crossbeam_channel::Sender<Job>) {
 fn bare_worker(queued: &crossbeam_channel::Receiver<Job>) {
     let mut connection: Option<(TcpStream, BufReader<TcpStream>)> = None;
     let mut line = String::new();
+    // The bench creates the webhook before it publishes: a job means a target.
+    let mut addr = None;
     while let Ok(job) = queued.recv() {
-        wait_for_target();
-        let addr = target_addr();
+        let addr: &str = addr.get_or_insert_with(target_addr);
         let (writer, reader) = connection.get_or_insert_with(|| {
-            let stream = TcpStream::connect(&addr).expect("receiver");
+            let stream = TcpStream::connect(addr).expect("receiver");
             let _ = stream.set_nodelay(true);
             let reader = BufReader::new(stream.try_clone().expect("clone"));
             (stream, reader)
@@ -334,15 +329,14 @@ struct Done {
 }
 
 impl Writer {
-    fn start(listen: &str, jobs: crossbeam_channel::Sender<Job>) -> Arc<Writer> {
+    /// Appends to the file at `path` (the bench's database path, in its
+    /// temp dir).
+    fn start(path: &Path, jobs: crossbeam_channel::Sender<Job>) -> Arc<Writer> {
         let writer = Arc::new(Writer {
             queue: Mutex::new(Vec::new()),
             wake: Condvar::new(),
         });
-        let path =
-            std::env::temp_dir().join(format!("hookbox-floor-{}.log", listen.replace(':', "-")));
-        let mut file = File::create(&path).expect("floor log");
-        let _ = std::fs::remove_file(&path);
+        let mut file = File::create(path).expect("floor log");
         let shared = writer.clone();
         thread::spawn(move || {
             loop {
