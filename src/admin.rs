@@ -3,7 +3,8 @@
 //!
 //! They open the database file directly and may run while `serve` runs:
 //! SQLite's locking and the busy timeout serialise their short writes with
-//! the server's writer thread, and `serve` reads tokens from the database on
+//! the server's writer thread (each in an immediate transaction, see
+//! `begin_write`), and `serve` reads tokens from the database on
 //! every request, so a new or revoked token takes effect at once.
 
 use std::fs::OpenOptions;
@@ -59,7 +60,7 @@ fn token_create(db: &Path, name: &str, scope: Scope, allow: Vec<Cidr>) -> anyhow
         revoked_at: None,
         allow,
     };
-    let tx = conn.transaction().context("starting transaction")?;
+    let tx = begin_write(&mut conn)?;
     if let Some(existing) = tokens::insert(&tx, &row, &secrets::token_hash(&token))? {
         bail!(
             "a live token is already named \"{name}\" ({existing}); choose another name, \
@@ -153,7 +154,7 @@ fn token_revoke(db: &Path, id: &str) -> anyhow::Result<()> {
     let mut conn =
         store::open_writer(db).with_context(|| format!("opening database {}", db.display()))?;
     let now = clock::now_ms();
-    let tx = conn.transaction().context("starting transaction")?;
+    let tx = begin_write(&mut conn)?;
     if !tokens::revoke(&tx, id, now)? {
         bail!("no live token with id {id}");
     }
@@ -168,6 +169,15 @@ fn token_revoke(db: &Path, id: &str) -> anyhow::Result<()> {
     tx.commit().context("committing")?;
     println!("revoked {id}");
     Ok(())
+}
+
+/// Takes the write lock before reading, waiting (the busy timeout) for the
+/// server's writer. A deferred transaction would read first, and could then
+/// not write if the server committed in between: SQLite answers that with
+/// "database is locked" at once, without waiting.
+fn begin_write(conn: &mut rusqlite::Connection) -> anyhow::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .context("waiting for the database's write lock")
 }
 
 fn open_existing(db: &Path) -> anyhow::Result<rusqlite::Connection> {
@@ -352,4 +362,74 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         if age >= 0 { "old" } else { "ahead" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn new_database(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        let db = dir.path().join("hookbox.db");
+        drop(store::open_writer(&db).unwrap());
+        db
+    }
+
+    /// Another connection (the server's writer) holds the write lock and
+    /// commits while `write` runs: `write` must wait for it and succeed,
+    /// not fail with "database is locked". A deferred transaction that has
+    /// read before the other commit cannot be upgraded (SQLITE_BUSY_SNAPSHOT,
+    /// and SQLite skips the busy handler); an immediate one waits for the
+    /// lock before it reads.
+    fn while_another_connection_commits(db: &Path, write: impl FnOnce() -> anyhow::Result<()>) {
+        let (locked, is_locked) = mpsc::channel();
+        let holder = {
+            let db = db.to_owned();
+            thread::spawn(move || {
+                let conn = store::open_writer(&db).unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                audit::record(&conn, &Actor::Cli, AuditAction::TokenRevoked, None, "x", 1).unwrap();
+                locked.send(()).unwrap();
+                // Holds the lock long enough for `write` to have read (that
+                // takes microseconds); correct code waits however long.
+                thread::sleep(Duration::from_millis(300));
+                conn.execute_batch("COMMIT").unwrap();
+            })
+        };
+        is_locked.recv().unwrap();
+        let result = write();
+        holder.join().unwrap();
+        result.unwrap();
+    }
+
+    #[test]
+    fn token_create_waits_for_a_writer_that_commits_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_database(&dir);
+        while_another_connection_commits(&db, || {
+            token_create(&db, "while-serving", Scope::Read, Vec::new())
+        });
+        let names: Vec<String> = tokens::list(&store::open_reader(&db).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["while-serving"]);
+    }
+
+    #[test]
+    fn token_revoke_waits_for_a_writer_that_commits_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_database(&dir);
+        token_create(&db, "to-revoke", Scope::Read, Vec::new()).unwrap();
+        let id = tokens::list(&store::open_reader(&db).unwrap()).unwrap()[0]
+            .id
+            .clone();
+        while_another_connection_commits(&db, || token_revoke(&db, &id));
+        let token = &tokens::list(&store::open_reader(&db).unwrap()).unwrap()[0];
+        assert!(token.revoked_at.is_some());
+    }
 }

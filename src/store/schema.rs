@@ -223,7 +223,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 fn apply_from(conn: &mut Connection, current: i64) -> Result<(), StoreError> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let target = index as i64 + 1;
-        let tx = conn.transaction().context("starting migration")?;
+        // Immediate: the write lock before the first read, so a migration
+        // run beside another writer waits instead of failing (see
+        // admin::begin_write).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context("starting migration")?;
         tx.execute_batch(sql).context("applying migration")?;
         let broken: i64 = tx
             .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
