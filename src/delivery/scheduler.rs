@@ -9,22 +9,25 @@
 //! Finding work is per webhook: `due_for_webhook` and `next_due_for_webhook`
 //! are index seeks on `deliveries_webhook_due`, so their cost does not grow
 //! with the backlog, and a disabled, rate-limited or slow webhook holding
-//! many deliveries costs the others nothing. A round claims what it found in
-//! one writer op (`pending` → `delivering`) and hands the claimed ones to
-//! the workers, at most `--webhook-concurrency` per webhook and
-//! `--workers` in all.
+//! many deliveries costs the others nothing. The same statement reads each
+//! delivery's payload. A round claims what it found in one writer op
+//! (`pending` → `delivering`) and hands the claimed ones to the workers as
+//! jobs of up to [`BATCH`] deliveries of one webhook, sent one after
+//! another: at most `--webhook-concurrency` jobs per webhook and `--workers`
+//! in all. A busy webhook's next delivery thus follows the last on the same
+//! worker, without a hop through the scheduler and back.
 //!
 //! It must not write to the database except through the writer.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
 use rusqlite::Connection;
 
-use super::worker::Job;
+use super::worker::{Delivery, Done, Job};
 use crate::clock;
 use crate::store::writer::{NextStep, Wakeups, WriterHandle};
 use crate::store::{StoreError, events, webhooks};
@@ -36,6 +39,12 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// that a finished attempt is followed by the next without a database round
 /// trip. Claimed ones read `delivering`; at a crash they go back to pending.
 const PREFETCH: usize = 32;
+
+/// The most deliveries one job carries (a worker sends them one after
+/// another). A busy webhook's queue is shared out among its free slots, so
+/// that a long queue keeps all of them busy and a short one is not held by
+/// one worker.
+const BATCH: usize = 8;
 
 /// Limits from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +63,8 @@ const SWEEP_EVERY_MS: i64 = 60_000;
 /// What the scheduler listens to.
 pub struct Inputs {
     pub woken: Receiver<()>,
-    /// (webhook id, delivery id, what became of it) from the workers.
-    pub done: Receiver<(String, String, NextStep)>,
+    /// Finished jobs, from the workers.
+    pub done: Receiver<Done>,
     pub stop: Receiver<()>,
 }
 
@@ -80,7 +89,19 @@ struct Hook {
     tokens: f64,
     tokens_at: i64,
     /// Deliveries claimed (`delivering`) but not yet handed to a worker.
-    queue: VecDeque<events::Due>,
+    queue: VecDeque<Lined>,
+    /// Shared with the webhook's jobs in flight; cleared when it may no
+    /// longer be sent to, so that they hand back what they have not sent.
+    live: Arc<AtomicBool>,
+}
+
+/// A claimed delivery waiting for a worker, with the body it sends (shared
+/// by the webhooks the event went to).
+struct Lined {
+    id: String,
+    event_id: String,
+    attempts: i64,
+    payload: Arc<Vec<u8>>,
 }
 
 impl Hook {
@@ -172,10 +193,10 @@ impl Scheduler {
             select! {
                 recv(inputs.woken) -> _ => {}
                 recv(inputs.done) -> done => match done {
-                    Ok((id, delivery, next)) => {
-                        self.finished(&id, &delivery, next);
-                        while let Ok((id, delivery, next)) = inputs.done.try_recv() {
-                            self.finished(&id, &delivery, next);
+                    Ok(done) => {
+                        self.finished(done);
+                        while let Ok(done) = inputs.done.try_recv() {
+                            self.finished(done);
                         }
                     }
                     Err(_) => return,
@@ -189,29 +210,42 @@ impl Scheduler {
         }
     }
 
-    fn finished(&mut self, webhook_id: &str, delivery_id: &str, next: NextStep) {
+    fn finished(&mut self, done: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.held.remove(delivery_id);
-        let Some(hook) = self.hooks.get_mut(webhook_id) else {
-            return;
-        };
-        hook.in_flight = hook.in_flight.saturating_sub(1);
-        hook.check = true;
-        if next == NextStep::DisableWebhook && hook.enabled {
-            // The writer disables it with the attempt's record; stop sending
-            // now rather than when that commit's reload arrives, and reload
-            // in a second whatever happens (it may be enabled again by then).
-            hook.enabled = false;
-            self.reload_at = Some(clock::now_ms() + 1000);
-            let queued: Vec<String> = hook.queue.drain(..).map(|d| d.id).collect();
-            for id in &queued {
-                self.held.remove(id);
+        for (id, _) in &done.attempted {
+            self.held.remove(id);
+        }
+        for id in &done.unsent {
+            self.held.remove(id);
+        }
+        // Not sent because the webhook stopped: pending again (a no-op for
+        // those cancelled with a deleted webhook).
+        let mut unclaim = done.unsent;
+        if let Some(hook) = self.hooks.get_mut(&done.webhook_id) {
+            hook.in_flight = hook.in_flight.saturating_sub(1);
+            hook.check = true;
+            let gone = done
+                .attempted
+                .iter()
+                .any(|(_, next)| *next == NextStep::DisableWebhook);
+            if gone && hook.enabled {
+                // The writer disables it with the attempt's record; stop
+                // sending now rather than when that commit's reload arrives,
+                // and reload in a second whatever happens (it may be enabled
+                // again by then).
+                hook.enabled = false;
+                hook.live.store(false, Ordering::Release);
+                self.reload_at = Some(clock::now_ms() + 1000);
+                for lined in hook.queue.drain(..) {
+                    self.held.remove(&lined.id);
+                    unclaim.push(lined.id);
+                }
             }
-            if !queued.is_empty()
-                && let Err(e) = self.writer.unclaim(queued)
-            {
-                log::error!("scheduler: returning deliveries of a gone webhook: {e}");
-            }
+        }
+        if !unclaim.is_empty()
+            && let Err(e) = self.writer.unclaim(unclaim)
+        {
+            log::error!("scheduler: returning deliveries of a stopped webhook: {e}");
         }
     }
 
@@ -226,12 +260,19 @@ impl Scheduler {
         for w in webhooks::all_live(&self.conn)? {
             let old = self.hooks.remove(&w.id);
             let rate = w.rate_limit_per_s;
+            // A webhook enabled again gets a new flag: jobs from before it
+            // was stopped still hand back what they had not sent.
+            let live = match &old {
+                Some(h) if h.enabled => h.live.clone(),
+                _ => Arc::new(AtomicBool::new(w.enabled)),
+            };
             let (in_flight, mut queue, tokens, tokens_at) = match old {
                 Some(h) if h.rate_per_s == rate => (h.in_flight, h.queue, h.tokens, h.tokens_at),
                 Some(h) => (h.in_flight, h.queue, f64::from(rate.unwrap_or(0)), now),
                 None => (0, VecDeque::new(), f64::from(rate.unwrap_or(0)), now),
             };
             if !w.enabled {
+                live.store(false, Ordering::Release);
                 unclaim.extend(queue.drain(..).map(|d| d.id));
             }
             hooks.insert(
@@ -257,14 +298,16 @@ impl Scheduler {
                     tokens,
                     tokens_at,
                     queue,
+                    live,
                 },
             );
         }
         // Webhooks gone since the last load: their lined-up deliveries were
         // cancelled with them.
         for gone in self.hooks.values() {
-            for due in &gone.queue {
-                self.held.remove(&due.id);
+            gone.live.store(false, Ordering::Release);
+            for lined in &gone.queue {
+                self.held.remove(&lined.id);
             }
         }
         self.hooks = hooks;
@@ -333,8 +376,8 @@ impl Scheduler {
             if !hook.enabled || !due || room == 0 {
                 continue;
             }
-            if hook.queue.len() >= room {
-                // Enough lined up; a finished attempt asks again. (Leaving
+            if hook.queue.len() >= room * BATCH {
+                // Enough lined up; a finished job asks again. (Leaving
                 // `check` set would wake the loop at once, again and again,
                 // while a rate limit holds the queue.)
                 hook.check = false;
@@ -357,12 +400,23 @@ impl Scheduler {
                 .claim(found.iter().map(|(_, d)| d.id.clone()).collect())?
                 .into_iter()
                 .collect();
+            // One copy of each event's body for all the webhooks it goes to.
+            let mut payloads: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
             for (webhook_id, due) in found {
                 if let Some(hook) = self.hooks.get_mut(&webhook_id)
                     && claimed.contains(&due.id)
                 {
+                    let payload = payloads
+                        .entry(due.event_id.clone())
+                        .or_insert_with(|| Arc::new(due.payload))
+                        .clone();
                     self.held.insert(due.id.clone());
-                    hook.queue.push_back(due);
+                    hook.queue.push_back(Lined {
+                        id: due.id,
+                        event_id: due.event_id,
+                        attempts: due.attempts,
+                        payload,
+                    });
                 }
             }
         }
@@ -380,16 +434,18 @@ impl Scheduler {
         self.dispatch(now)
     }
 
-    /// Hands queued deliveries to the workers: at most `per_webhook` in
-    /// flight per webhook, `workers` in all, and within each webhook's rate.
+    /// Hands queued deliveries to the workers as jobs: at most
+    /// `per_webhook` jobs in flight per webhook, `workers` in all, and
+    /// within each webhook's rate (a rate-limited webhook's jobs carry one
+    /// delivery each, one token each).
     fn dispatch(&mut self, now: i64) -> Result<(), StoreError> {
-        let mut payloads: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
         for (webhook_id, hook) in self.hooks.iter_mut() {
             if !hook.enabled {
                 continue;
             }
             let mut free = self.limits.per_webhook.saturating_sub(hook.in_flight);
             free = free.min(self.limits.workers.saturating_sub(self.in_flight));
+            let mut batch = BATCH;
             if let Some(rate) = hook.rate_per_s {
                 let rate = f64::from(rate);
                 let elapsed = (now - hook.tokens_at).max(0) as f64 / 1000.0;
@@ -401,47 +457,33 @@ impl Scheduler {
                     hook.next_due = Some(now + wait.max(1));
                 }
                 free = free.min(allowed);
+                batch = 1;
             }
-            for _ in 0..free {
-                let Some(due) = hook.queue.pop_front() else {
-                    break;
-                };
-                let payload = match payloads.get(&due.event_id) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let found = match events::payload(&self.conn, &due.event_id) {
-                            Ok(found) => found,
-                            Err(e) => {
-                                // Keep it lined up for the next round.
-                                hook.queue.push_front(due);
-                                return Err(e);
-                            }
-                        };
-                        let Some(p) = found else {
-                            log::error!(
-                                "delivery {} names a missing event {}",
-                                due.id,
-                                due.event_id
-                            );
-                            continue;
-                        };
-                        let p = Arc::new(p);
-                        payloads.insert(due.event_id.clone(), p.clone());
-                        p
-                    }
-                };
+            while free > 0 && !hook.queue.is_empty() {
+                let take = hook.queue.len().div_ceil(free).min(batch);
+                let deliveries = hook
+                    .queue
+                    .drain(..take)
+                    .map(|lined| Delivery {
+                        id: lined.id,
+                        event_id: lined.event_id,
+                        payload: lined.payload,
+                        attempt: lined.attempts + 1,
+                    })
+                    .collect();
                 let job = Job {
-                    delivery_id: due.id,
                     webhook_id: webhook_id.clone(),
-                    event_id: due.event_id,
                     url: hook.url.clone(),
                     secrets: hook.signing_secrets(clock::now_ms()),
-                    payload,
-                    attempt: due.attempts + 1,
                     max_attempts: hook.max_attempts,
+                    live: hook.live.clone(),
+                    deliveries,
                 };
+                free -= 1;
                 hook.in_flight += 1;
-                hook.tokens -= 1.0;
+                if hook.rate_per_s.is_some() {
+                    hook.tokens -= 1.0;
+                }
                 self.in_flight += 1;
                 if self.jobs.send(job).is_err() {
                     return Err(StoreError::Unavailable(

@@ -1,11 +1,13 @@
 //! Delivery workers: one attempt at a time, its outcome as a value.
 //!
-//! A worker takes a [`Job`] from the scheduler, signs the event's exact
-//! payload for this attempt (SPEC section 4), POSTs it with the shared ureq
-//! agent (redirects off, status codes read as data, the target policy
-//! applied to every resolved address), and turns what happened into an
-//! attempt record and a [`NextStep`] ([`decide`], pure). The record goes to
-//! the writer; the scheduler is told the webhook has a free slot again.
+//! A worker takes a [`Job`] from the scheduler: one webhook's deliveries,
+//! sent one after another. For each it signs the event's exact payload for
+//! this attempt (SPEC section 4), POSTs it with the shared ureq agent
+//! (redirects off, status codes read as data, the target policy applied to
+//! every resolved address), and turns what happened into an attempt record
+//! and a [`NextStep`] ([`decide`], pure). The record goes to the writer; at
+//! the end of the job the scheduler is told the webhook has a free slot
+//! again ([`Done`]).
 //!
 //! A failed delivery is data, not an error: nothing here returns `Err`
 //! for a receiver's behaviour.
@@ -29,19 +31,42 @@ use crate::store::writer::{AttemptRecord, NextStep, WriterHandle};
 /// How much of a response body the attempt log keeps.
 const KEPT_BODY: u64 = 1024;
 
-/// One attempt to make.
+/// Deliveries of one webhook for one worker to attempt one after another:
+/// the webhook's concurrency limit counts a job as one in flight. A batch
+/// rather than one delivery per job, so that a busy webhook's next attempt
+/// follows the last without a round trip through the scheduler.
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub delivery_id: String,
     pub webhook_id: String,
-    pub event_id: String,
     pub url: Arc<str>,
     /// The current secret, and the rotated-out one while it still signs.
     pub secrets: Arc<[String]>,
+    pub max_attempts: u32,
+    /// Cleared when the webhook may no longer be sent to (disabled, deleted,
+    /// answered 410): the job's remaining deliveries are handed back unsent.
+    pub live: Arc<AtomicBool>,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// One attempt to make.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub event_id: String,
     pub payload: Arc<Vec<u8>>,
     /// This attempt's number, from 1.
     pub attempt: i64,
-    pub max_attempts: u32,
+}
+
+/// What a worker reports to the scheduler when a job is done.
+#[derive(Debug)]
+pub struct Done {
+    pub webhook_id: String,
+    /// Each delivery attempted, and what became of it.
+    pub attempted: Vec<(String, NextStep)>,
+    /// Deliveries not attempted because the webhook stopped (still
+    /// `delivering` in the database).
+    pub unsent: Vec<String>,
 }
 
 /// Retry settings from the command line.
@@ -110,21 +135,27 @@ pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
     )
 }
 
-/// Sends one signed attempt of `job` and reports what happened; `keys` are
-/// this worker's keyed secrets.
+/// Sends one signed attempt of `delivery` and reports what happened; `keys`
+/// are this worker's keyed secrets.
 pub fn send(
     agent: &ureq::Agent,
     keys: &mut sign::KeyCache,
     job: &Job,
+    delivery: &Delivery,
     policy: &RetryPolicy,
 ) -> Outcome {
     let timestamp = clock::now_ms() / 1000;
-    let signature = keys.header(&job.secrets, &job.event_id, timestamp, &job.payload);
+    let signature = keys.header(
+        &job.secrets,
+        &delivery.event_id,
+        timestamp,
+        &delivery.payload,
+    );
     let message = Message {
-        msg_id: &job.event_id,
+        msg_id: &delivery.event_id,
         timestamp,
         signature,
-        payload: &job.payload,
+        payload: &delivery.payload,
     };
     post(agent, &job.url, &message, policy.max)
 }
@@ -223,9 +254,11 @@ fn classify(error: &ureq::Error) -> ErrorKind {
     }
 }
 
-/// What becomes of the delivery after `outcome`: pure.
+/// What becomes of the delivery after `outcome` of its attempt number
+/// `attempt` of at most `max_attempts`: pure.
 pub fn decide(
-    job: &Job,
+    attempt: i64,
+    max_attempts: u32,
     outcome: &Outcome,
     policy: &RetryPolicy,
     now_ms: i64,
@@ -236,10 +269,10 @@ pub fn decide(
         Some(410) => return NextStep::DisableWebhook,
         _ => {}
     }
-    if job.attempt >= i64::from(job.max_attempts) {
+    if attempt >= i64::from(max_attempts) {
         return NextStep::Failed;
     }
-    let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+    let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
     let wait = outcome
         .retry_after
         .unwrap_or_else(|| backoff::delay(attempt, policy.base, policy.max, jitter));
@@ -252,83 +285,106 @@ pub fn run(
     agent: ureq::Agent,
     jobs: Receiver<Job>,
     writer: WriterHandle,
-    done: Sender<(String, String, NextStep)>,
+    done: Sender<Done>,
     policy: RetryPolicy,
     stopping: Arc<AtomicBool>,
     monitor: Arc<crate::monitor::Monitor>,
 ) {
     let mut keys = sign::KeyCache::default();
-    for job in jobs {
-        if stopping.load(Ordering::Acquire) {
-            // Handed back: still `delivering` in the database, so the next
-            // start puts it back to pending.
-            continue;
-        }
-        let started_at = clock::now_ms();
-        let clock = Instant::now();
-        let outcome = send(&agent, &mut keys, &job, &policy);
-        let elapsed = clock.elapsed();
-        let duration_ms = elapsed.as_millis() as i64;
-        let next = decide(
-            &job,
-            &outcome,
-            &policy,
-            clock::now_ms(),
-            backoff::random_jitter(),
-        );
-        monitor.attempt(&crate::monitor::Finished {
-            webhook_id: &job.webhook_id,
-            started_at,
-            duration: elapsed,
-            error_kind: outcome.error.map(ErrorKind::as_str),
-            status: outcome.status,
-            body: &outcome.body,
-            attempt: job.attempt,
-            outcome: match next {
-                NextStep::Succeeded => "succeeded",
-                NextStep::Failed => "failed",
-                NextStep::RetryAt(_) | NextStep::DisableWebhook => "retried",
-            },
-        });
-        let record = AttemptRecord {
-            delivery_id: job.delivery_id.clone(),
+    'jobs: for job in jobs {
+        let mut report = Done {
             webhook_id: job.webhook_id.clone(),
-            attempt: Attempt {
-                number: job.attempt,
-                started_at,
-                duration_ms,
-                status_code: outcome.status,
-                error_kind: outcome.error.map(|k| k.as_str().to_owned()),
-                response_body: outcome.body,
-            },
-            next,
+            attempted: Vec::with_capacity(job.deliveries.len()),
+            unsent: Vec::new(),
         };
-        if writer.record_attempt(record).is_err() {
-            log::warn!(
-                "the writer has stopped; delivery {} stays in flight and is retried at the next start",
-                job.delivery_id
+        for delivery in &job.deliveries {
+            if stopping.load(Ordering::Acquire) {
+                // Handed back: still `delivering` in the database, so the
+                // next start puts it back to pending. The channel is
+                // drained, so that the scheduler never waits on it.
+                continue 'jobs;
+            }
+            if !job.live.load(Ordering::Acquire) {
+                report.unsent.push(delivery.id.clone());
+                continue;
+            }
+            let next = attempt(
+                &agent, &mut keys, &job, delivery, &policy, &writer, &monitor,
             );
+            if next == NextStep::DisableWebhook {
+                // The rest of this job (and of the webhook's other jobs)
+                // stays unsent: the receiver said the endpoint is gone.
+                job.live.store(false, Ordering::Release);
+            }
+            report.attempted.push((delivery.id.clone(), next));
         }
-        let _ = done.send((job.webhook_id, job.delivery_id, next));
+        let _ = done.send(report);
     }
+}
+
+/// Sends one delivery, records the attempt through the writer, and says
+/// what becomes of the delivery.
+fn attempt(
+    agent: &ureq::Agent,
+    keys: &mut sign::KeyCache,
+    job: &Job,
+    delivery: &Delivery,
+    policy: &RetryPolicy,
+    writer: &WriterHandle,
+    monitor: &crate::monitor::Monitor,
+) -> NextStep {
+    let started_at = clock::now_ms();
+    let clock = Instant::now();
+    let outcome = send(agent, keys, job, delivery, policy);
+    let elapsed = clock.elapsed();
+    let duration_ms = elapsed.as_millis() as i64;
+    let next = decide(
+        delivery.attempt,
+        job.max_attempts,
+        &outcome,
+        policy,
+        clock::now_ms(),
+        backoff::random_jitter(),
+    );
+    monitor.attempt(&crate::monitor::Finished {
+        webhook_id: &job.webhook_id,
+        started_at,
+        duration: elapsed,
+        error_kind: outcome.error.map(ErrorKind::as_str),
+        status: outcome.status,
+        body: &outcome.body,
+        attempt: delivery.attempt,
+        outcome: match next {
+            NextStep::Succeeded => "succeeded",
+            NextStep::Failed => "failed",
+            NextStep::RetryAt(_) | NextStep::DisableWebhook => "retried",
+        },
+    });
+    let record = AttemptRecord {
+        delivery_id: delivery.id.clone(),
+        webhook_id: job.webhook_id.clone(),
+        attempt: Attempt {
+            number: delivery.attempt,
+            started_at,
+            duration_ms,
+            status_code: outcome.status,
+            error_kind: outcome.error.map(|k| k.as_str().to_owned()),
+            response_body: outcome.body,
+        },
+        next,
+    };
+    if writer.record_attempt(record).is_err() {
+        log::warn!(
+            "the writer has stopped; delivery {} stays in flight and is retried at the next start",
+            delivery.id
+        );
+    }
+    next
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn job(attempt: i64) -> Job {
-        Job {
-            delivery_id: "dlv_1".into(),
-            webhook_id: "wh_1".into(),
-            event_id: "evt_1".into(),
-            url: "http://example.com/".into(),
-            secrets: Arc::from(["s".to_owned()]),
-            payload: Arc::new(Vec::new()),
-            attempt,
-            max_attempts: 3,
-        }
-    }
 
     fn outcome(status: Option<u16>, retry_after: Option<u64>) -> Outcome {
         Outcome {
@@ -404,13 +460,7 @@ mod tests {
             (3, Some(429), Some(5), NextStep::Failed),
         ];
         for (attempt, status, retry_after, expected) in table {
-            let next = decide(
-                &job(attempt),
-                &outcome(status, retry_after),
-                &POLICY,
-                0,
-                0.0,
-            );
+            let next = decide(attempt, 3, &outcome(status, retry_after), &POLICY, 0, 0.0);
             assert_eq!(next, expected, "attempt {attempt} status {status:?}");
         }
     }
