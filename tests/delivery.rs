@@ -1185,6 +1185,125 @@ fn after_a_410_no_other_delivery_lined_up_for_the_webhook_is_sent() {
     }
 }
 
+/// One attempt at a time, the first held by `first` and then answered 200;
+/// four more events published while it is held wait behind it (pending:
+/// the webhook has no room), to be claimed and go out together, one
+/// worker's job, once it is answered.
+fn four_lined_up_behind_a_held_attempt(
+    later: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> (Gate, Receiver, Server, String, Vec<String>) {
+    let first = Gate::default();
+    let rx = Receiver::start({
+        let first = first.clone();
+        move |n, _| match n {
+            0 => Answer::held(&first),
+            n => later(n),
+        }
+    });
+    let server = serve(&["--webhook-concurrency", "1"]);
+    let hook = webhook(&server, &rx.url("/lined-up"));
+    publish(&server, "item.created");
+    rx.wait_for(&server, 1, SHORT);
+    let rest: Vec<String> = (0..4)
+        .map(|_| delivery_of(&server, &id(&publish(&server, "item.created")), &hook))
+        .collect();
+    (first, rx, server, hook, rest)
+}
+
+#[test]
+fn a_410_in_the_middle_of_a_run_of_deliveries_stops_the_rest_of_it() {
+    let (first, rx, server, hook, rest) =
+        four_lined_up_behind_a_held_attempt(|_| Answer::status(410));
+    first.open();
+    eventually(
+        &server,
+        SHORT,
+        || "the webhook to be disabled".into(),
+        || {
+            (server.get(&format!("/api/v1/webhooks/{hook}")).json()["enabled"] == false)
+                .then_some(())
+        },
+    );
+    // The 200, then the 410; anything after it would arrive within
+    // milliseconds.
+    rx.stays_at(&server, 2, Duration::from_millis(300));
+    let attempted: Vec<String> = rest
+        .iter()
+        .filter(|dlv| {
+            let d = eventually(
+                &server,
+                SHORT,
+                || format!("delivery {dlv} to settle"),
+                || {
+                    let d = delivery(&server, dlv);
+                    (d["status"] != "delivering").then_some(d)
+                },
+            );
+            assert_eq!(d["status"], "pending", "{d}");
+            d["attempts"] != 0
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        attempted.len(),
+        1,
+        "only the one that got the 410: {attempted:?}"
+    );
+}
+
+#[test]
+fn a_run_of_deliveries_stops_when_its_webhook_is_disabled() {
+    let second = Gate::default();
+    let (first, rx, server, hook, rest) = four_lined_up_behind_a_held_attempt({
+        let second = second.clone();
+        move |n| match n {
+            1 => Answer::held(&second),
+            _ => Answer::ok(),
+        }
+    });
+    first.open();
+    rx.wait_for(&server, 2, SHORT);
+    let r = server.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"enabled": false})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    second.open();
+    // The attempt under way when the webhook was disabled finishes; nothing
+    // after it is sent (it would arrive within milliseconds).
+    let sent = rest
+        .iter()
+        .find(|dlv| rx.requests()[1].webhook_id() == delivery(&server, dlv)["event_id"])
+        .cloned()
+        .unwrap();
+    wait_status(&server, &sent, "succeeded", SHORT);
+    rx.stays_at(&server, 2, Duration::from_millis(500));
+    for dlv in rest.iter().filter(|d| **d != sent) {
+        let d = eventually(
+            &server,
+            SHORT,
+            || format!("delivery {dlv} to be held"),
+            || {
+                let d = delivery(&server, dlv);
+                (d["status"] == "pending").then_some(d)
+            },
+        );
+        assert_eq!(d["attempts"], 0, "{d}");
+    }
+
+    let r = server.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"enabled": true})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for dlv in &rest {
+        wait_status(&server, dlv, "succeeded", SHORT);
+    }
+    assert_eq!(rx.requests().len(), 5);
+}
+
 #[test]
 fn a_redirect_is_a_failed_attempt_and_its_location_is_never_requested() {
     let location = Arc::new(OnceLock::<String>::new());

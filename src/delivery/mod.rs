@@ -73,17 +73,19 @@ impl Engine {
         let agent = worker::agent(settings.allow_targets.clone(), settings.timeout);
         let workers = (0..settings.limits.workers)
             .map(|i| {
-                let (agent, jobs, writer, done) = (
-                    agent.clone(),
-                    jobs_rx.clone(),
-                    writer.clone(),
-                    done_tx.clone(),
-                );
-                let (retry, stopping) = (settings.retry, stopping.clone());
-                let monitor = settings.monitor.clone();
+                let worker = worker::Worker {
+                    agent: agent.clone(),
+                    wakeups: wakeups.clone(),
+                    writer: writer.clone(),
+                    done: done_tx.clone(),
+                    policy: settings.retry,
+                    stopping: stopping.clone(),
+                    monitor: settings.monitor.clone(),
+                };
+                let jobs = jobs_rx.clone();
                 thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || worker::run(agent, jobs, writer, done, retry, stopping, monitor))
+                    .spawn(move || worker.run(jobs))
                     .map_err(spawn_error)
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -132,6 +132,8 @@ pub struct Scheduler {
     reload_at: Option<i64>,
     /// When the loop last went round (Unix ms), for the watchdog.
     heartbeat: Arc<AtomicI64>,
+    /// `Wakeups::webhooks_version` when the webhooks were last loaded.
+    version: u64,
 }
 
 impl Scheduler {
@@ -155,6 +157,7 @@ impl Scheduler {
             last_sweep: clock::now_ms(),
             reload_at: None,
             heartbeat,
+            version: 0,
         };
         scheduler.reload()?;
         Ok(scheduler)
@@ -215,12 +218,7 @@ impl Scheduler {
         for (id, _) in &done.attempted {
             self.held.remove(id);
         }
-        for id in &done.unsent {
-            self.held.remove(id);
-        }
-        // Not sent because the webhook stopped: pending again (a no-op for
-        // those cancelled with a deleted webhook).
-        let mut unclaim = done.unsent;
+        let mut unclaim = Vec::new();
         if let Some(hook) = self.hooks.get_mut(&done.webhook_id) {
             hook.in_flight = hook.in_flight.saturating_sub(1);
             hook.check = true;
@@ -241,6 +239,27 @@ impl Scheduler {
                     unclaim.push(lined.id);
                 }
             }
+            // Not sent because the webhooks changed or this one stopped:
+            // first in line again, still claimed, for the reload to judge
+            // (a disabled webhook's queue goes back to pending there).
+            for delivery in done.unsent.into_iter().rev() {
+                if hook.enabled {
+                    hook.queue.push_front(Lined {
+                        id: delivery.id,
+                        event_id: delivery.event_id,
+                        attempts: delivery.attempt - 1,
+                        payload: delivery.payload,
+                    });
+                } else {
+                    self.held.remove(&delivery.id);
+                    unclaim.push(delivery.id);
+                }
+            }
+        } else {
+            // Deleted: cancelled with the webhook.
+            for delivery in &done.unsent {
+                self.held.remove(&delivery.id);
+            }
         }
         if !unclaim.is_empty()
             && let Err(e) = self.writer.unclaim(unclaim)
@@ -255,6 +274,9 @@ impl Scheduler {
     fn reload(&mut self) -> Result<(), StoreError> {
         let now = clock::now_ms();
         self.reload_at = None;
+        // Before the read: a change committed meanwhile makes the jobs from
+        // this load stop (see `Wakeups::webhooks_version`).
+        self.version = self.wakeups.webhooks_version();
         let mut hooks = HashMap::new();
         let mut unclaim = Vec::new();
         for w in webhooks::all_live(&self.conn)? {
@@ -477,6 +499,7 @@ impl Scheduler {
                     secrets: hook.signing_secrets(clock::now_ms()),
                     max_attempts: hook.max_attempts,
                     live: hook.live.clone(),
+                    version: self.version,
                     deliveries,
                 };
                 free -= 1;

@@ -26,7 +26,7 @@ use super::target::{BlockedTarget, PolicyResolver};
 use crate::clock;
 use crate::config::Cidr;
 use crate::store::events::Attempt;
-use crate::store::writer::{AttemptRecord, NextStep, WriterHandle};
+use crate::store::writer::{AttemptRecord, NextStep, Wakeups, WriterHandle};
 
 /// How much of a response body the attempt log keeps.
 const KEPT_BODY: u64 = 1024;
@@ -45,6 +45,10 @@ pub struct Job {
     /// Cleared when the webhook may no longer be sent to (disabled, deleted,
     /// answered 410): the job's remaining deliveries are handed back unsent.
     pub live: Arc<AtomicBool>,
+    /// The `Wakeups::webhooks_version` the job was made at: once a change
+    /// to the webhooks has committed, the rest is handed back, to be sent
+    /// (or not) as the reloaded webhooks say.
+    pub version: u64,
     pub deliveries: Vec<Delivery>,
 }
 
@@ -64,9 +68,9 @@ pub struct Done {
     pub webhook_id: String,
     /// Each delivery attempted, and what became of it.
     pub attempted: Vec<(String, NextStep)>,
-    /// Deliveries not attempted because the webhook stopped (still
-    /// `delivering` in the database).
-    pub unsent: Vec<String>,
+    /// Deliveries not attempted because the webhook stopped or the webhooks
+    /// changed (still `delivering` in the database).
+    pub unsent: Vec<Delivery>,
 }
 
 /// Retry settings from the command line.
@@ -280,45 +284,60 @@ pub fn decide(
     NextStep::RetryAt(now_ms.saturating_add(wait_ms))
 }
 
-/// The worker loop: until the job channel closes.
-pub fn run(
-    agent: ureq::Agent,
-    jobs: Receiver<Job>,
-    writer: WriterHandle,
-    done: Sender<Done>,
-    policy: RetryPolicy,
-    stopping: Arc<AtomicBool>,
-    monitor: Arc<crate::monitor::Monitor>,
-) {
-    let mut keys = sign::KeyCache::default();
-    'jobs: for job in jobs {
-        let mut report = Done {
-            webhook_id: job.webhook_id.clone(),
-            attempted: Vec::with_capacity(job.deliveries.len()),
-            unsent: Vec::new(),
-        };
-        for delivery in &job.deliveries {
-            if stopping.load(Ordering::Acquire) {
-                // Handed back: still `delivering` in the database, so the
-                // next start puts it back to pending. The channel is
-                // drained, so that the scheduler never waits on it.
-                continue 'jobs;
+/// What a worker thread holds: the shared agent and where its results go.
+pub struct Worker {
+    pub agent: ureq::Agent,
+    pub wakeups: Arc<Wakeups>,
+    pub writer: WriterHandle,
+    pub done: Sender<Done>,
+    pub policy: RetryPolicy,
+    pub stopping: Arc<AtomicBool>,
+    pub monitor: Arc<crate::monitor::Monitor>,
+}
+
+impl Worker {
+    /// The worker loop: until the job channel closes.
+    pub fn run(self, jobs: Receiver<Job>) {
+        let mut keys = sign::KeyCache::default();
+        'jobs: for job in jobs {
+            let mut report = Done {
+                webhook_id: job.webhook_id.clone(),
+                attempted: Vec::with_capacity(job.deliveries.len()),
+                unsent: Vec::new(),
+            };
+            let mut deliveries = job.deliveries.iter();
+            while let Some(delivery) = deliveries.next() {
+                if self.stopping.load(Ordering::Acquire) {
+                    // Handed back: still `delivering` in the database, so the
+                    // next start puts it back to pending. The channel is
+                    // drained, so that the scheduler never waits on it.
+                    continue 'jobs;
+                }
+                if !job.live.load(Ordering::Acquire)
+                    || self.wakeups.webhooks_version() != job.version
+                {
+                    report.unsent.push(delivery.clone());
+                    report.unsent.extend(deliveries.cloned());
+                    break;
+                }
+                let next = attempt(
+                    &self.agent,
+                    &mut keys,
+                    &job,
+                    delivery,
+                    &self.policy,
+                    &self.writer,
+                    &self.monitor,
+                );
+                if next == NextStep::DisableWebhook {
+                    // The rest of this job (and of the webhook's other jobs)
+                    // stays unsent: the receiver said the endpoint is gone.
+                    job.live.store(false, Ordering::Release);
+                }
+                report.attempted.push((delivery.id.clone(), next));
             }
-            if !job.live.load(Ordering::Acquire) {
-                report.unsent.push(delivery.id.clone());
-                continue;
-            }
-            let next = attempt(
-                &agent, &mut keys, &job, delivery, &policy, &writer, &monitor,
-            );
-            if next == NextStep::DisableWebhook {
-                // The rest of this job (and of the webhook's other jobs)
-                // stays unsent: the receiver said the endpoint is gone.
-                job.live.store(false, Ordering::Release);
-            }
-            report.attempted.push((delivery.id.clone(), next));
+            let _ = self.done.send(report);
         }
-        let _ = done.send(report);
     }
 }
 

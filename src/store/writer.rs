@@ -37,7 +37,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use rusqlite::Connection;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::audit::Actor;
 use super::events::{self, DeliveryStatus, Event, EventType};
@@ -197,6 +197,9 @@ impl WriteOp {
 pub struct Wakeups {
     work: AtomicBool,
     webhooks: AtomicBool,
+    /// Counts the commits that changed webhooks; bumped before `webhooks`
+    /// is set, so that whoever takes the flag then reads the new count.
+    webhooks_version: AtomicU64,
     poke: Sender<()>,
 }
 
@@ -206,6 +209,7 @@ impl Wakeups {
         let wakeups = Wakeups {
             work: AtomicBool::new(false),
             webhooks: AtomicBool::new(false),
+            webhooks_version: AtomicU64::new(0),
             poke,
         };
         (Arc::new(wakeups), woken)
@@ -216,6 +220,7 @@ impl Wakeups {
             self.work.store(true, Ordering::Release);
         }
         if webhooks {
+            self.webhooks_version.fetch_add(1, Ordering::AcqRel);
             self.webhooks.store(true, Ordering::Release);
         }
         if work || webhooks {
@@ -231,6 +236,14 @@ impl Wakeups {
     /// Whether webhooks changed since the last call.
     pub fn take_webhooks(&self) -> bool {
         self.webhooks.swap(false, Ordering::AcqRel)
+    }
+
+    /// How many commits have changed webhooks. A delivery job made from
+    /// what the scheduler loaded at one count stops when it moves on: the
+    /// change (a disable, a delete, a new URL or secret) was answered, so
+    /// nothing made before it may go out after it.
+    pub fn webhooks_version(&self) -> u64 {
+        self.webhooks_version.load(Ordering::Acquire)
     }
 }
 
