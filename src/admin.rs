@@ -4,8 +4,9 @@
 //! They open the database file directly and may run while `serve` runs:
 //! SQLite's locking and the busy timeout serialise their short writes with
 //! the server's writer thread (each in an immediate transaction, see
-//! `begin_write`), and `serve` reads tokens from the database on
-//! every request, so a new or revoked token takes effect at once.
+//! `begin_write`). A new token works at its first use; `token revoke`
+//! returns once a running server refuses the token (it waits out the
+//! server's token cache, `api::auth::RECHECK_EVERY`).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -167,6 +168,9 @@ fn token_revoke(db: &Path, id: &str) -> anyhow::Result<()> {
         now,
     )?;
     tx.commit().context("committing")?;
+    // A running server uses a token it has found for up to RECHECK_EVERY
+    // before it looks again: once this returns, it refuses this one.
+    std::thread::sleep(2 * crate::api::auth::RECHECK_EVERY);
     println!("revoked {id}");
     Ok(())
 }

@@ -401,6 +401,7 @@ fn api_state(
 ) -> Arc<State> {
     Arc::new(State {
         reads: ReadPool::new(&args.db.db),
+        tokens: Default::default(),
         writer: running.writer.clone(),
         catalog,
         limits: Limits {

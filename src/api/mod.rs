@@ -32,7 +32,7 @@
 //! This module must not open database connections or spawn threads.
 
 mod audit;
-mod auth;
+pub mod auth;
 mod body;
 mod client;
 mod deliveries;
@@ -72,6 +72,8 @@ use crate::store::writer::WriterHandle;
 /// leaves the database file complete on its own.
 pub struct State {
     pub reads: ReadPool,
+    /// Tokens found lately (`auth`).
+    pub tokens: auth::TokenCache,
     pub writer: WriterHandle,
     pub catalog: Catalog,
     pub limits: Limits,

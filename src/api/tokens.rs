@@ -115,5 +115,6 @@ pub fn revoke(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     {
         return Err(ApiError::not_found(&format!("token {id}")));
     }
+    ctx.state.tokens.forget_all();
     Ok(Reply::empty(204))
 }
