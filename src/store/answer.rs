@@ -68,6 +68,8 @@ impl<T> Reply<T> {
         let mut state = self.slot.lock();
         if state.value.is_none() {
             state.value = Some(value);
+            // Woken after the unlock, the waiter finds the lock free.
+            drop(state);
             self.slot.changed.notify_one();
         }
     }
@@ -86,7 +88,10 @@ impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
         let mut state = self.slot.lock();
         state.senders -= 1;
-        if state.senders == 0 {
+        // Only an unanswered waiter needs waking (each wake is a system
+        // call, and `send` has woken an answered one already).
+        if state.senders == 0 && state.value.is_none() {
+            drop(state);
             self.slot.changed.notify_one();
         }
     }
