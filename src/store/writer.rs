@@ -881,6 +881,21 @@ mod tests {
         (op, answer)
     }
 
+    #[test]
+    fn a_webhook_change_moves_the_version_before_its_flag_is_taken() {
+        let (wakeups, woken) = Wakeups::new();
+        let start = wakeups.webhooks_version();
+        wakeups.notify(true, false);
+        assert_eq!(wakeups.webhooks_version(), start, "new work is no webhook change");
+        assert!(!wakeups.take_webhooks());
+        wakeups.notify(false, true);
+        // Whoever takes the flag reads the new count (what a job made
+        // before the change compares against).
+        assert!(wakeups.take_webhooks());
+        assert_eq!(wakeups.webhooks_version(), start + 1);
+        assert!(woken.try_recv().is_ok(), "the scheduler was poked");
+    }
+
     fn stored(conn: &Connection, sql: &str) -> Vec<String> {
         let mut stmt = conn.prepare(sql).unwrap();
         stmt.query_map([], |row| row.get(0))
