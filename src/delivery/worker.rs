@@ -259,14 +259,15 @@ fn classify(error: &ureq::Error) -> ErrorKind {
 }
 
 /// What becomes of the delivery after `outcome` of its attempt number
-/// `attempt` of at most `max_attempts`: pure.
+/// `attempt` of at most `max_attempts`: pure, given a pure `jitter`, which
+/// is asked for only when a retry is scheduled.
 pub fn decide(
     attempt: i64,
     max_attempts: u32,
     outcome: &Outcome,
     policy: &RetryPolicy,
     now_ms: i64,
-    jitter: f64,
+    jitter: impl FnOnce() -> f64,
 ) -> NextStep {
     match outcome.status {
         Some(status) if (200..300).contains(&status) => return NextStep::Succeeded,
@@ -279,7 +280,7 @@ pub fn decide(
     let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
     let wait = outcome
         .retry_after
-        .unwrap_or_else(|| backoff::delay(attempt, policy.base, policy.max, jitter));
+        .unwrap_or_else(|| backoff::delay(attempt, policy.base, policy.max, jitter()));
     let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
     NextStep::RetryAt(now_ms.saturating_add(wait_ms))
 }
@@ -363,7 +364,8 @@ fn attempt(
         &outcome,
         policy,
         clock::now_ms(),
-        backoff::random_jitter(),
+        // Drawn only for a retry: a system call a success does not need.
+        backoff::random_jitter,
     );
     monitor.attempt(&crate::monitor::Finished {
         webhook_id: &job.webhook_id,
@@ -479,7 +481,14 @@ mod tests {
             (3, Some(429), Some(5), NextStep::Failed),
         ];
         for (attempt, status, retry_after, expected) in table {
-            let next = decide(attempt, 3, &outcome(status, retry_after), &POLICY, 0, 0.0);
+            let next = decide(
+                attempt,
+                3,
+                &outcome(status, retry_after),
+                &POLICY,
+                0,
+                || 0.0,
+            );
             assert_eq!(next, expected, "attempt {attempt} status {status:?}");
         }
     }

@@ -886,7 +886,11 @@ mod tests {
         let (wakeups, woken) = Wakeups::new();
         let start = wakeups.webhooks_version();
         wakeups.notify(true, false);
-        assert_eq!(wakeups.webhooks_version(), start, "new work is no webhook change");
+        assert_eq!(
+            wakeups.webhooks_version(),
+            start,
+            "new work is no webhook change"
+        );
         assert!(!wakeups.take_webhooks());
         wakeups.notify(false, true);
         // Whoever takes the flag reads the new count (what a job made
