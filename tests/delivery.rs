@@ -95,6 +95,32 @@ fn delivery_of(server: &Server, event_id: &str, webhook_id: &str) -> String {
     id(&data[0])
 }
 
+/// Waits for the webhook to read disabled.
+fn wait_disabled(server: &Server, hook: &str) {
+    eventually(
+        server,
+        SHORT,
+        || format!("webhook {hook} to be disabled"),
+        || {
+            (server.get(&format!("/api/v1/webhooks/{hook}")).json()["enabled"] == false)
+                .then_some(())
+        },
+    );
+}
+
+/// Waits for the delivery to be no longer `delivering`; returns it.
+fn settled(server: &Server, dlv: &str) -> Value {
+    eventually(
+        server,
+        SHORT,
+        || format!("delivery {dlv} to settle"),
+        || {
+            let d = delivery(server, dlv);
+            (d["status"] != "delivering").then_some(d)
+        },
+    )
+}
+
 /// `GET /api/v1/deliveries/{id}`.
 fn delivery(server: &Server, id: &str) -> Value {
     let r = server.get(&format!("/api/v1/deliveries/{id}"));
@@ -1160,27 +1186,11 @@ fn after_a_410_no_other_delivery_lined_up_for_the_webhook_is_sent() {
     // The others are lined up behind the first attempt when it gets its 410.
     rx.wait_for(&server, 1, SHORT);
     gate.open();
-    eventually(
-        &server,
-        SHORT,
-        || "the webhook to be disabled".into(),
-        || {
-            (server.get(&format!("/api/v1/webhooks/{hook}")).json()["enabled"] == false)
-                .then_some(())
-        },
-    );
+    wait_disabled(&server, &hook);
     // Anything sent after the 410 would arrive within milliseconds.
     rx.stays_at(&server, 1, Duration::from_millis(300));
     for dlv in &dlvs {
-        let d = eventually(
-            &server,
-            SHORT,
-            || format!("delivery {dlv} to settle"),
-            || {
-                let d = delivery(&server, dlv);
-                (d["status"] != "delivering").then_some(d)
-            },
-        );
+        let d = settled(&server, dlv);
         assert_eq!(d["status"], "pending", "{d}");
     }
 }
@@ -1215,30 +1225,14 @@ fn a_410_in_the_middle_of_a_run_of_deliveries_stops_the_rest_of_it() {
     let (first, rx, server, hook, rest) =
         four_lined_up_behind_a_held_attempt(|_| Answer::status(410));
     first.open();
-    eventually(
-        &server,
-        SHORT,
-        || "the webhook to be disabled".into(),
-        || {
-            (server.get(&format!("/api/v1/webhooks/{hook}")).json()["enabled"] == false)
-                .then_some(())
-        },
-    );
+    wait_disabled(&server, &hook);
     // The 200, then the 410; anything after it would arrive within
     // milliseconds.
     rx.stays_at(&server, 2, Duration::from_millis(300));
     let attempted: Vec<String> = rest
         .iter()
         .filter(|dlv| {
-            let d = eventually(
-                &server,
-                SHORT,
-                || format!("delivery {dlv} to settle"),
-                || {
-                    let d = delivery(&server, dlv);
-                    (d["status"] != "delivering").then_some(d)
-                },
-            );
+            let d = settled(&server, dlv);
             assert_eq!(d["status"], "pending", "{d}");
             d["attempts"] != 0
         })
