@@ -95,6 +95,17 @@ fn delivery_of(server: &Server, event_id: &str, webhook_id: &str) -> String {
     id(&data[0])
 }
 
+/// `PATCH`es the webhook's `enabled`, expecting 200; returns the webhook.
+fn set_enabled(server: &Server, hook: &str, enabled: bool) -> Value {
+    let r = server.request(
+        "PATCH",
+        &format!("/api/v1/webhooks/{hook}"),
+        Some(&json!({"enabled": enabled})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
 /// Waits for the webhook to read disabled.
 fn wait_disabled(server: &Server, hook: &str) {
     eventually(
@@ -604,13 +615,8 @@ fn gone_410_disables_the_webhook_which_holds_its_deliveries_until_enabled_again(
     assert_eq!(delivery(&server, &d2)["attempts"], 0);
 
     status.store(200, Ordering::SeqCst);
-    let r = server.request(
-        "PATCH",
-        &format!("/api/v1/webhooks/{hook}"),
-        Some(&json!({"enabled": true})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["enabled"], true);
+    let w = set_enabled(&server, &hook, true);
+    assert_eq!(w["enabled"], true);
     let d = wait_status(&server, &d1, "succeeded", SHORT);
     assert_eq!(status_codes(&d), [Some(410), Some(200)], "{d}");
     let d = wait_status(&server, &d2, "succeeded", SHORT);
@@ -650,13 +656,8 @@ fn disabling_a_webhook_holds_deliveries_already_lined_up_for_it() {
         .map(|e| delivery_of(&server, e, &hook))
         .collect();
     rx.wait_for(&server, 1, SHORT);
-    let r = server.request(
-        "PATCH",
-        &format!("/api/v1/webhooks/{hook}"),
-        Some(&json!({"enabled": false})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["enabled"], false);
+    let w = set_enabled(&server, &hook, false);
+    assert_eq!(w["enabled"], false);
     gate.open();
     let held = rx.requests()[0].webhook_id().to_owned();
     let first = dlvs[events.iter().position(|e| *e == held).unwrap()].clone();
@@ -670,12 +671,7 @@ fn disabling_a_webhook_holds_deliveries_already_lined_up_for_it() {
         assert_eq!(d["attempts"], 0, "{d}");
     }
 
-    let r = server.request(
-        "PATCH",
-        &format!("/api/v1/webhooks/{hook}"),
-        Some(&json!({"enabled": true})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    set_enabled(&server, &hook, true);
     for dlv in &dlvs {
         wait_status(&server, dlv, "succeeded", SHORT);
     }
@@ -1109,12 +1105,7 @@ fn a_webhook_failing_for_the_whole_disable_window_is_disabled_and_holds_its_deli
     rx.stays_at(&server, attempts_when_disabled, Duration::from_millis(500));
 
     status.store(200, Ordering::SeqCst);
-    let r = server.request(
-        "PATCH",
-        &format!("/api/v1/webhooks/{hook}"),
-        Some(&json!({"enabled": true})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    set_enabled(&server, &hook, true);
     let d = wait_status(&server, &dlv, "succeeded", SHORT);
     assert_eq!(attempts(&d).len(), attempts_when_disabled + 1, "{d}");
 }
@@ -1145,12 +1136,7 @@ fn a_re_enabled_webhook_gets_a_new_disable_window() {
 
     // Re-enabled while the receiver still fails once: a new window starts
     // now, so one failure cannot disable it again.
-    let r = server.request(
-        "PATCH",
-        &format!("/api/v1/webhooks/{hook}"),
-        Some(&json!({"enabled": true})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    set_enabled(&server, &hook, true);
     let first_after = eventually(
         &server,
         SHORT,
@@ -1257,12 +1243,7 @@ fn a_run_of_deliveries_stops_when_its_webhook_is_disabled() {
     });
     first.open();
     rx.wait_for(&server, 2, SHORT);
-    let r = server.request(
-        "PATCH",
-        &format!("/api/v1/webhooks/{hook}"),
-        Some(&json!({"enabled": false})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    set_enabled(&server, &hook, false);
     second.open();
     // The attempt under way when the webhook was disabled finishes; nothing
     // after it is sent (it would arrive within milliseconds).
@@ -1286,12 +1267,7 @@ fn a_run_of_deliveries_stops_when_its_webhook_is_disabled() {
         assert_eq!(d["attempts"], 0, "{d}");
     }
 
-    let r = server.request(
-        "PATCH",
-        &format!("/api/v1/webhooks/{hook}"),
-        Some(&json!({"enabled": true})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    set_enabled(&server, &hook, true);
     for dlv in &rest {
         wait_status(&server, dlv, "succeeded", SHORT);
     }

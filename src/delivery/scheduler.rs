@@ -88,20 +88,13 @@ struct Hook {
     /// Token bucket for `rate_limit_per_s`: tokens and when they were counted.
     tokens: f64,
     tokens_at: i64,
-    /// Deliveries claimed (`delivering`) but not yet handed to a worker.
-    queue: VecDeque<Lined>,
+    /// Deliveries claimed (`delivering`) but not yet handed to a worker,
+    /// each with the body it sends (shared by the webhooks the event went
+    /// to) and its attempt's number.
+    queue: VecDeque<Delivery>,
     /// Shared with the webhook's jobs in flight; cleared when it may no
     /// longer be sent to, so that they hand back what they have not sent.
     live: Arc<AtomicBool>,
-}
-
-/// A claimed delivery waiting for a worker, with the body it sends (shared
-/// by the webhooks the event went to).
-struct Lined {
-    id: String,
-    event_id: String,
-    attempts: i64,
-    payload: Arc<Vec<u8>>,
 }
 
 impl Hook {
@@ -234,9 +227,9 @@ impl Scheduler {
                 hook.enabled = false;
                 hook.live.store(false, Ordering::Release);
                 self.reload_at = Some(clock::now_ms() + 1000);
-                for lined in hook.queue.drain(..) {
-                    self.held.remove(&lined.id);
-                    unclaim.push(lined.id);
+                for delivery in hook.queue.drain(..) {
+                    self.held.remove(&delivery.id);
+                    unclaim.push(delivery.id);
                 }
             }
             // Not sent because the webhooks changed or this one stopped:
@@ -244,12 +237,7 @@ impl Scheduler {
             // (a disabled webhook's queue goes back to pending there).
             for delivery in done.unsent.into_iter().rev() {
                 if hook.enabled {
-                    hook.queue.push_front(Lined {
-                        id: delivery.id,
-                        event_id: delivery.event_id,
-                        attempts: delivery.attempt - 1,
-                        payload: delivery.payload,
-                    });
+                    hook.queue.push_front(delivery);
                 } else {
                     self.held.remove(&delivery.id);
                     unclaim.push(delivery.id);
@@ -328,8 +316,8 @@ impl Scheduler {
         // cancelled with them.
         for gone in self.hooks.values() {
             gone.live.store(false, Ordering::Release);
-            for lined in &gone.queue {
-                self.held.remove(&lined.id);
+            for delivery in &gone.queue {
+                self.held.remove(&delivery.id);
             }
         }
         self.hooks = hooks;
@@ -433,11 +421,11 @@ impl Scheduler {
                         .or_insert_with(|| Arc::new(due.payload))
                         .clone();
                     self.held.insert(due.id.clone());
-                    hook.queue.push_back(Lined {
+                    hook.queue.push_back(Delivery {
                         id: due.id,
                         event_id: due.event_id,
-                        attempts: due.attempts,
                         payload,
+                        attempt: due.attempts + 1,
                     });
                 }
             }
@@ -483,16 +471,7 @@ impl Scheduler {
             }
             while free > 0 && !hook.queue.is_empty() {
                 let take = hook.queue.len().div_ceil(free).min(batch);
-                let deliveries = hook
-                    .queue
-                    .drain(..take)
-                    .map(|lined| Delivery {
-                        id: lined.id,
-                        event_id: lined.event_id,
-                        payload: lined.payload,
-                        attempt: lined.attempts + 1,
-                    })
-                    .collect();
+                let deliveries = hook.queue.drain(..take).collect();
                 let job = Job {
                     webhook_id: webhook_id.clone(),
                     url: hook.url.clone(),

@@ -300,13 +300,13 @@ impl Worker {
     /// The worker loop: until the job channel closes.
     pub fn run(self, jobs: Receiver<Job>) {
         let mut keys = sign::KeyCache::default();
-        'jobs: for job in jobs {
+        'jobs: for mut job in jobs {
             let mut report = Done {
                 webhook_id: job.webhook_id.clone(),
                 attempted: Vec::with_capacity(job.deliveries.len()),
                 unsent: Vec::new(),
             };
-            let mut deliveries = job.deliveries.iter();
+            let mut deliveries = std::mem::take(&mut job.deliveries).into_iter();
             while let Some(delivery) = deliveries.next() {
                 if self.stopping.load(Ordering::Acquire) {
                     // Handed back: still `delivering` in the database, so the
@@ -317,90 +317,74 @@ impl Worker {
                 if !job.live.load(Ordering::Acquire)
                     || self.wakeups.webhooks_version() != job.version
                 {
-                    report.unsent.push(delivery.clone());
-                    report.unsent.extend(deliveries.cloned());
+                    report.unsent.push(delivery);
+                    report.unsent.extend(deliveries);
                     break;
                 }
-                let next = attempt(
-                    &self.agent,
-                    &mut keys,
-                    &job,
-                    delivery,
-                    &self.policy,
-                    &self.writer,
-                    &self.monitor,
-                );
+                let next = self.attempt(&mut keys, &job, &delivery);
                 if next == NextStep::DisableWebhook {
                     // The rest of this job (and of the webhook's other jobs)
                     // stays unsent: the receiver said the endpoint is gone.
                     job.live.store(false, Ordering::Release);
                 }
-                report.attempted.push((delivery.id.clone(), next));
+                report.attempted.push((delivery.id, next));
             }
             let _ = self.done.send(report);
         }
     }
-}
 
-/// Sends one delivery, records the attempt through the writer, and says
-/// what becomes of the delivery.
-fn attempt(
-    agent: &ureq::Agent,
-    keys: &mut sign::KeyCache,
-    job: &Job,
-    delivery: &Delivery,
-    policy: &RetryPolicy,
-    writer: &WriterHandle,
-    monitor: &crate::monitor::Monitor,
-) -> NextStep {
-    let started_at = clock::now_ms();
-    let clock = Instant::now();
-    let outcome = send(agent, keys, job, delivery, policy);
-    let elapsed = clock.elapsed();
-    let duration_ms = elapsed.as_millis() as i64;
-    let next = decide(
-        delivery.attempt,
-        job.max_attempts,
-        &outcome,
-        policy,
-        clock::now_ms(),
-        // Drawn only for a retry: a system call a success does not need.
-        backoff::random_jitter,
-    );
-    monitor.attempt(&crate::monitor::Finished {
-        webhook_id: &job.webhook_id,
-        started_at,
-        duration: elapsed,
-        error_kind: outcome.error.map(ErrorKind::as_str),
-        status: outcome.status,
-        body: &outcome.body,
-        attempt: delivery.attempt,
-        outcome: match next {
-            NextStep::Succeeded => "succeeded",
-            NextStep::Failed => "failed",
-            NextStep::RetryAt(_) | NextStep::DisableWebhook => "retried",
-        },
-    });
-    let record = AttemptRecord {
-        delivery_id: delivery.id.clone(),
-        webhook_id: job.webhook_id.clone(),
-        attempt: Attempt {
-            number: delivery.attempt,
-            started_at,
-            duration_ms,
-            status_code: outcome.status,
-            error_kind: outcome.error.map(|k| k.as_str().to_owned()),
-            response_body: outcome.body,
-        },
-        next,
-    };
-    if writer.record_attempt(record).is_err() {
-        log::warn!(
-            "the writer has stopped; delivery {} stays in flight and is retried at the next start",
-            delivery.id
+    /// Sends one delivery, records the attempt through the writer, and says
+    /// what becomes of the delivery.
+    fn attempt(&self, keys: &mut sign::KeyCache, job: &Job, delivery: &Delivery) -> NextStep {
+        let started_at = clock::now_ms();
+        let clock = Instant::now();
+        let outcome = send(&self.agent, keys, job, delivery, &self.policy);
+        let elapsed = clock.elapsed();
+        let duration_ms = elapsed.as_millis() as i64;
+        let next = decide(
+            delivery.attempt,
+            job.max_attempts,
+            &outcome,
+            &self.policy,
+            clock::now_ms(),
+            // Drawn only for a retry: a system call a success does not need.
+            backoff::random_jitter,
         );
+        self.monitor.attempt(&crate::monitor::Finished {
+            webhook_id: &job.webhook_id,
+            started_at,
+            duration: elapsed,
+            error_kind: outcome.error.map(ErrorKind::as_str),
+            status: outcome.status,
+            body: &outcome.body,
+            attempt: delivery.attempt,
+            outcome: match next {
+                NextStep::Succeeded => "succeeded",
+                NextStep::Failed => "failed",
+                NextStep::RetryAt(_) | NextStep::DisableWebhook => "retried",
+            },
+        });
+        let record = AttemptRecord {
+            delivery_id: delivery.id.clone(),
+            webhook_id: job.webhook_id.clone(),
+            attempt: Attempt {
+                number: delivery.attempt,
+                started_at,
+                duration_ms,
+                status_code: outcome.status,
+                error_kind: outcome.error.map(|k| k.as_str().to_owned()),
+                response_body: outcome.body,
+            },
+            next,
+        };
+        if self.writer.record_attempt(record).is_err() {
+            log::warn!(
+                "the writer has stopped; delivery {} stays in flight and is retried at the next start",
+                delivery.id
+            );
+        }
+        next
     }
-    next
 }
 
 #[cfg(test)]
