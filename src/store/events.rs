@@ -359,6 +359,11 @@ pub struct Due {
     pub payload: Vec<u8>,
 }
 
+pub(super) const DUE_FOR_WEBHOOK: &str = "SELECT d.id, d.event_id, d.attempts, e.payload \
+     FROM deliveries d INDEXED BY deliveries_webhook_due JOIN events e ON e.id = d.event_id \
+     WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2 \
+     ORDER BY d.next_attempt_at LIMIT ?3";
+
 /// Up to `limit` of a webhook's pending deliveries due by `now`, oldest due
 /// first, each with its event's payload: an index seek on
 /// `deliveries_webhook_due` and a primary-key lookup per row, in one
@@ -369,24 +374,19 @@ pub fn due_for_webhook(
     now: i64,
     limit: usize,
 ) -> Result<Vec<Due>, StoreError> {
-    conn.prepare_cached(
-        "SELECT d.id, d.event_id, d.attempts, e.payload \
-         FROM deliveries d INDEXED BY deliveries_webhook_due JOIN events e ON e.id = d.event_id \
-         WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2 \
-         ORDER BY d.next_attempt_at LIMIT ?3",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_map(params![webhook_id, now, limit as i64], |row| {
-            Ok(Due {
-                id: row.get(0)?,
-                event_id: row.get(1)?,
-                attempts: row.get(2)?,
-                payload: row.get(3)?,
-            })
-        })?
-        .collect()
-    })
-    .context("finding due deliveries")
+    conn.prepare_cached(DUE_FOR_WEBHOOK)
+        .and_then(|mut stmt| {
+            stmt.query_map(params![webhook_id, now, limit as i64], |row| {
+                Ok(Due {
+                    id: row.get(0)?,
+                    event_id: row.get(1)?,
+                    attempts: row.get(2)?,
+                    payload: row.get(3)?,
+                })
+            })?
+            .collect()
+        })
+        .context("finding due deliveries")
 }
 
 /// When the webhook's next pending delivery is due, if it has one.
