@@ -14,7 +14,7 @@ mode=$1
 cargo build -q --release
 sample() {
   local pid
-  while ! pid=$(pgrep -n -x hookbox); do sleep 0.05; done
+  while ! pid=$(pgrep -n -f ' serve --db '); do sleep 0.05; done
   declare -A name ut st
   local total="" id n s t
   while [ -d /proc/$pid ]; do
@@ -22,7 +22,7 @@ sample() {
     [ -n "$t" ] && total=$t
     for t in /proc/$pid/task/*; do
       id=${t##*/}
-      read -r n < $t/comm 2>/dev/null || continue
+      { read -r n < $t/comm; } 2>/dev/null || continue
       s=$(sed 's/.*) //' $t/stat 2>/dev/null | awk '{print $12, $13}') || continue
       [ -z "$s" ] && continue
       name[$id]=$n; ut[$id]=${s% *}; st[$id]=${s#* }

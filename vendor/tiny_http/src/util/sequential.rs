@@ -1,8 +1,8 @@
 use std::io::Result as IoResult;
 use std::io::{BufRead, Read, Write};
 
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use std::mem;
@@ -27,7 +27,7 @@ where
     R: Read + Send,
 {
     inner: SequentialReaderInner<R>,
-    next: Sender<R>,
+    next: SyncSender<R>,
 }
 
 enum SequentialReaderInner<R>
@@ -53,7 +53,7 @@ where
 {
     trigger: Option<Receiver<()>>,
     writer: Arc<Mutex<W>>,
-    on_finish: Sender<()>,
+    on_finish: SyncSender<()>,
 }
 
 impl<R: Read + Send> SequentialReaderBuilder<R> {
@@ -77,7 +77,11 @@ impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 
     fn next(&mut self) -> Option<SequentialReader<R>> {
-        let (tx, rx) = channel();
+        // hookbox patch: each of these channels carries one message, so a
+        // channel of one slot (`sync_channel(1)`, whose send never blocks
+        // here) rather than an unbounded one, whose first send allocates
+        // and zeroes a block of 31 slots: two such blocks per request.
+        let (tx, rx) = sync_channel(1);
 
         let inner = mem::replace(&mut self.inner, SequentialReaderBuilderInner::NotFirst(rx));
 
@@ -98,7 +102,8 @@ impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
 impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     type Item = SequentialWriter<W>;
     fn next(&mut self) -> Option<SequentialWriter<W>> {
-        let (tx, rx) = channel();
+        // hookbox patch: one message, one slot (see the reader's builder).
+        let (tx, rx) = sync_channel(1);
         let mut next_next_trigger = Some(rx);
         ::std::mem::swap(&mut next_next_trigger, &mut self.next_trigger);
 
