@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod scheduler;
 pub mod sign;
 pub mod target;
+pub mod transport;
 pub mod worker;
 
 use std::sync::Arc;

@@ -19,10 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use ureq::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use ureq::unversioned::transport::{Connector, RustlsConnector, TcpConnector};
 
 use super::backoff;
 use super::sign;
 use super::target::{BlockedTarget, PolicyResolver};
+use super::transport::CoalesceConnector;
 use crate::clock;
 use crate::config::Cidr;
 use crate::store::events::Attempt;
@@ -132,11 +134,13 @@ pub fn agent(allow: Vec<Cidr>, timeout: Duration) -> ureq::Agent {
         .max_idle_connections_per_host(16)
         .build();
     let resolver = PolicyResolver::new(allow);
-    ureq::Agent::with_parts(
-        config,
-        ureq::unversioned::transport::DefaultConnector::default(),
-        resolver,
-    )
+    // ureq's default chain without the proxy links (no proxy is used), with
+    // one write per request between the socket and TLS (`transport.rs`).
+    let connector =
+        ().chain(TcpConnector::default())
+            .chain(CoalesceConnector)
+            .chain(RustlsConnector::default());
+    ureq::Agent::with_parts(config, connector, resolver)
 }
 
 /// Sends one signed attempt of `delivery` and reports what happened; `keys`
