@@ -54,6 +54,7 @@ use crate::notify::{self, Notifier};
 use crate::retention;
 use crate::secrets;
 use crate::store::audit::Actor;
+use crate::store::holds::Holds;
 use crate::store::replica::ReplicaConfig;
 use crate::store::webhooks::{self, Patch, Webhook};
 use crate::store::writer::{Wakeups, WriterConfig, WriterHandle};
@@ -69,7 +70,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The first touch of the disk.
     let opened = open_store(&args, checked.alert_url.is_some())?;
     let (wakeups, woken) = Wakeups::new();
-    let mut running = start_writer(opened.conn, &args, wakeups.clone(), checked.replica)?;
+    let monitor = Arc::new(Monitor::new());
+    let mut running = start_writer(
+        opened.conn,
+        &args,
+        wakeups.clone(),
+        monitor.holds.clone(),
+        checked.replica,
+    )?;
     let served = (|| {
         if !opened.has_token {
             first_admin_token(&running.writer, &args.db.db)?;
@@ -77,7 +85,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(url) = checked.alert_url {
             alert_webhook(&running.writer, &args, url, opened.alert_webhook)?;
         }
-        let monitor = Arc::new(Monitor::new());
         let started_ms = clock::now_ms();
         running.engine = start_delivery(&args, &running.writer, wakeups, woken, &monitor)?;
         running.retention = Some(start_retention(&args, &running)?);
@@ -179,8 +186,9 @@ struct Opened {
 }
 
 /// Opens (creating or migrating) the database on the connection the
-/// writer will own, and puts deliveries a previous run left `delivering`
-/// back to pending, before the writer and the engine start.
+/// writer will own, and puts deliveries an older version left `delivering`
+/// (it wrote its claims; this one holds them in memory) back to pending,
+/// before the writer and the engine start.
 fn open_store(args: &ServeArgs, with_alert_url: bool) -> anyhow::Result<Opened> {
     let db = &args.db.db;
     let conn = store::open_writer_for(db, replication(args))
@@ -249,11 +257,13 @@ fn start_writer(
     conn: rusqlite::Connection,
     args: &ServeArgs,
     wakeups: Arc<Wakeups>,
+    holds: Arc<Holds>,
     ack_after_replica: Option<ReplicaConfig>,
 ) -> anyhow::Result<Running> {
     let config = WriterConfig {
         disable_after_ms: args.disable_after.as_millis() as i64,
         wakeups,
+        holds,
         replication: replication(args),
         ack_after_replica,
     };
@@ -340,8 +350,6 @@ fn start_delivery(
             workers: args.workers as usize,
             per_webhook: args.webhook_concurrency as usize,
             default_max_attempts: args.max_attempts,
-            // Twice the longest attempt, and a minute more.
-            stale_after_ms: 2 * args.delivery_timeout.as_millis() as i64 + 60_000,
         },
         retry: RetryPolicy {
             base: args.retry_base_delay,

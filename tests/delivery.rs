@@ -1732,6 +1732,63 @@ fn events_accepted_while_the_receiver_is_down_all_arrive_after_kill9_and_restart
 }
 
 #[test]
+fn a_delivery_being_attempted_reads_delivering_in_every_view_and_pending_ones_do_not() {
+    let rx = Receiver::start(|_, _| Answer::hang());
+    let server = serve(&["--delivery-timeout", "30s"]);
+    let sending = webhook(&server, &rx.url("/held"));
+    let stopped = webhook(&server, &rx.url("/stopped"));
+    set_enabled(&server, &stopped, false);
+    let event_id = id(&publish(&server, "item.sold"));
+    let held = delivery_of(&server, &event_id, &sending);
+    let waiting = delivery_of(&server, &event_id, &stopped);
+    rx.wait_for(&server, 1, SHORT);
+
+    assert_eq!(delivery(&server, &held)["status"], "delivering");
+    assert_eq!(delivery(&server, &waiting)["status"], "pending");
+    let listed = |query: &str| -> Vec<String> {
+        let body = server.get(&format!("/api/v1/deliveries?{query}")).json();
+        body["data"].as_array().unwrap().iter().map(id).collect()
+    };
+    assert_eq!(listed("status=delivering"), vec![held.clone()]);
+    assert_eq!(listed("status=pending"), vec![waiting.clone()]);
+    assert_eq!(
+        listed(&format!("status=delivering&webhook_id={stopped}")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed(&format!("status=pending&webhook_id={sending}")),
+        Vec::<String>::new()
+    );
+    let event = server.get(&format!("/api/v1/events/{event_id}")).json();
+    let statuses: Vec<(String, String)> = event["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (id(d), d["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(
+        statuses.contains(&(held.clone(), "delivering".into())),
+        "{event}"
+    );
+    assert!(
+        statuses.contains(&(waiting.clone(), "pending".into())),
+        "{event}"
+    );
+    let queue = server
+        .get(&format!("/api/v1/webhooks/{sending}/stats"))
+        .json()["queue"]
+        .clone();
+    assert_eq!(
+        (queue["delivering"].as_i64(), queue["pending"].as_i64()),
+        (Some(1), Some(0)),
+        "{queue}"
+    );
+    // Being attempted: its outcome decides, not a retry.
+    let r = server.request("POST", &format!("/api/v1/deliveries/{held}/retry"), None);
+    assert_eq!(r.status, 409, "{}", r.text());
+}
+
+#[test]
 fn an_attempt_in_flight_at_kill9_is_made_again_after_restart() {
     let hang = Arc::new(AtomicU16::new(1));
     let rx = Receiver::start({

@@ -8,7 +8,7 @@ use super::events::delivery_json;
 use super::{ApiError, Ctx, Reply};
 use crate::clock;
 use crate::ids::Kind;
-use crate::store::events::{self as store, Attempt, DeliveryStatus};
+use crate::store::events::{self as store, Attempt, DeliveryStatus, Ids};
 use crate::validation::{self, FieldError};
 
 fn attempt_json(a: &Attempt) -> Value {
@@ -49,16 +49,31 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
+    // Held deliveries are pending in the database and shown delivering.
+    let holds = &ctx.state.monitor.holds;
+    let held = match status {
+        Some(DeliveryStatus::Delivering | DeliveryStatus::Pending) => {
+            holds.json(webhook_id.as_deref())
+        }
+        _ => String::new(),
+    };
+    let (status, ids) = match status {
+        Some(DeliveryStatus::Delivering) => (Some(DeliveryStatus::Pending), Ids::Only(&held)),
+        Some(DeliveryStatus::Pending) => (status, Ids::Except(&held)),
+        _ => (status, Ids::Any),
+    };
     let rows = ctx.state.reads.with(|conn| {
         store::list_deliveries(
             conn,
             webhook_id.as_deref(),
             event_id.as_deref(),
             status,
+            ids,
             page.cursor.as_deref(),
             page.limit + 1,
         )
     })?;
+    let rows = rows.into_iter().map(|d| holds.show(d)).collect();
     Ok(Reply::json(200, &page.body(rows, |d| &d.id, delivery_json)))
 }
 
@@ -73,7 +88,12 @@ pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         };
         Ok((Some(d), store::attempts_of(conn, id)?))
     })?;
-    let mut value = delivery_json(&delivery.ok_or_else(not_found)?);
+    let delivery = ctx
+        .state
+        .monitor
+        .holds
+        .show(delivery.ok_or_else(not_found)?);
+    let mut value = delivery_json(&delivery);
     value["attempt_log"] = attempts.iter().map(attempt_json).collect();
     Ok(Reply::json(200, &value))
 }

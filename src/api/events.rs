@@ -501,7 +501,11 @@ pub fn get(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         Ok((Some(event), store::deliveries_of_event(conn, id)?))
     })?;
     let event = event.ok_or_else(not_found)?;
-    let deliveries = deliveries.iter().map(delivery_json).collect();
+    let holds = &ctx.state.monitor.holds;
+    let deliveries = deliveries
+        .into_iter()
+        .map(|d| delivery_json(&holds.show(d)))
+        .collect();
     reply(&listed(&event, deliveries))
 }
 

@@ -93,10 +93,10 @@ impl Engine {
         let heartbeat = Arc::new(AtomicI64::new(crate::clock::now_ms()));
         let scheduler = scheduler::Scheduler::new(
             conn,
-            writer,
             wakeups,
             jobs_tx,
             settings.limits,
+            settings.monitor.holds.clone(),
             heartbeat.clone(),
         )?;
         let inputs = scheduler::Inputs {
@@ -123,8 +123,7 @@ impl Engine {
 
     /// Stops handing out work, lets attempts in flight finish until
     /// `deadline`, and returns. Attempts still running then are abandoned:
-    /// their deliveries stay `delivering` and go back to pending at the next
-    /// start.
+    /// their deliveries stay pending, due again at the next start.
     pub fn stop(self, deadline: Instant) {
         self.stopping.store(true, Ordering::Release);
         let _ = self.stop.send(());

@@ -10,16 +10,18 @@
 //! are index seeks on `deliveries_webhook_due`, so their cost does not grow
 //! with the backlog, and a disabled, rate-limited or slow webhook holding
 //! many deliveries costs the others nothing. The same statement reads each
-//! delivery's payload. A round claims what it found in one writer op
-//! (`pending` → `delivering`) and hands the claimed ones to the workers as
-//! jobs of up to [`BATCH`] deliveries of one webhook, sent one after
+//! delivery's payload. A round holds what it found (in memory, see
+//! `store/holds.rs`: the deliveries stay `pending` in the database and the
+//! next due query passes over them) and hands the held ones to the workers
+//! as jobs of up to [`BATCH`] deliveries of one webhook, sent one after
 //! another: at most `--webhook-concurrency` jobs per webhook and `--workers`
 //! in all. A busy webhook's next delivery thus follows the last on the same
 //! worker, without a hop through the scheduler and back.
 //!
-//! It must not write to the database except through the writer.
+//! It never writes to the database: what it holds is in memory, and the
+//! workers record attempts through the writer.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -29,15 +31,16 @@ use rusqlite::Connection;
 
 use super::worker::{Delivery, Done, Job};
 use crate::clock;
-use crate::store::writer::{NextStep, Wakeups, WriterHandle};
+use crate::store::holds::Holds;
+use crate::store::writer::{NextStep, Wakeups};
 use crate::store::{StoreError, events, webhooks};
 
 /// The longest the scheduler sleeps without a reason; a safety net only.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
-/// How many deliveries of one webhook are claimed ahead of the workers, so
+/// How many deliveries of one webhook are held ahead of the workers, so
 /// that a finished attempt is followed by the next without a database round
-/// trip. Claimed ones read `delivering`; at a crash they go back to pending.
+/// trip. Held ones read `delivering`; after a crash they are simply pending.
 const PREFETCH: usize = 32;
 
 /// The most deliveries one job carries (a worker sends them one after
@@ -52,13 +55,7 @@ pub struct Limits {
     pub workers: usize,
     pub per_webhook: usize,
     pub default_max_attempts: u32,
-    /// A delivery `delivering` this long without the scheduler holding it
-    /// lost its outcome (a batch that failed to commit): it is put back.
-    pub stale_after_ms: i64,
 }
-
-/// How often the scheduler looks for such lost deliveries.
-const SWEEP_EVERY_MS: i64 = 60_000;
 
 /// What the scheduler listens to.
 pub struct Inputs {
@@ -88,7 +85,7 @@ struct Hook {
     /// Token bucket for `rate_limit_per_s`: tokens and when they were counted.
     tokens: f64,
     tokens_at: i64,
-    /// Deliveries claimed (`delivering`) but not yet handed to a worker,
+    /// Deliveries held (`delivering`) but not yet handed to a worker,
     /// each with the body it sends (shared by the webhooks the event went
     /// to) and its attempt's number.
     queue: VecDeque<Delivery>,
@@ -110,15 +107,14 @@ impl Hook {
 
 pub struct Scheduler {
     conn: Connection,
-    writer: WriterHandle,
     wakeups: Arc<Wakeups>,
     jobs: Sender<Job>,
     limits: Limits,
     hooks: HashMap<String, Hook>,
     in_flight: usize,
-    /// Deliveries claimed and not yet reported done: lined up or in flight.
-    held: HashSet<String>,
-    last_sweep: i64,
+    /// What the engine holds: taken here, given back here for what was not
+    /// sent and by the writer for what was (`store/holds.rs`).
+    holds: Arc<Holds>,
     /// When to reload the webhooks from the database regardless of
     /// wake-ups: set after a 410 stopped a webhook locally, so that the
     /// database's word (disabled, or enabled again since) wins soon after.
@@ -132,22 +128,20 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(
         conn: Connection,
-        writer: WriterHandle,
         wakeups: Arc<Wakeups>,
         jobs: Sender<Job>,
         limits: Limits,
+        holds: Arc<Holds>,
         heartbeat: Arc<AtomicI64>,
     ) -> Result<Scheduler, StoreError> {
         let mut scheduler = Scheduler {
             conn,
-            writer,
             wakeups,
             jobs,
             limits,
             hooks: HashMap::new(),
             in_flight: 0,
-            held: HashSet::new(),
-            last_sweep: clock::now_ms(),
+            holds,
             reload_at: None,
             heartbeat,
             version: 0,
@@ -170,12 +164,6 @@ impl Scheduler {
                 self.hooks.values_mut().for_each(|h| h.check = true);
             }
             let now = clock::now_ms();
-            if now - self.last_sweep >= SWEEP_EVERY_MS {
-                self.last_sweep = now;
-                if let Err(e) = self.sweep(now) {
-                    log::error!("scheduler: looking for lost deliveries: {e}");
-                }
-            }
             let wait = match self.round(now) {
                 Ok(()) => self.wait(clock::now_ms()),
                 Err(e) => {
@@ -206,12 +194,12 @@ impl Scheduler {
         }
     }
 
+    /// A job came back. Its attempted deliveries' holds are the writer's to
+    /// give back, with their records; the unsent ones are lined up again,
+    /// or given back if their webhook has stopped.
     fn finished(&mut self, done: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        for (id, _) in &done.attempted {
-            self.held.remove(id);
-        }
-        let mut unclaim = Vec::new();
+        let mut release = Vec::new();
         if let Some(hook) = self.hooks.get_mut(&done.webhook_id) {
             hook.in_flight = hook.in_flight.saturating_sub(1);
             hook.check = true;
@@ -227,38 +215,28 @@ impl Scheduler {
                 hook.enabled = false;
                 hook.live.store(false, Ordering::Release);
                 self.reload_at = Some(clock::now_ms() + 1000);
-                for delivery in hook.queue.drain(..) {
-                    self.held.remove(&delivery.id);
-                    unclaim.push(delivery.id);
-                }
+                release.extend(hook.queue.drain(..).map(|d| d.id));
             }
             // Not sent because the webhooks changed or this one stopped:
-            // first in line again, still claimed, for the reload to judge
-            // (a disabled webhook's queue goes back to pending there).
+            // first in line again, still held, for the reload to judge (a
+            // disabled webhook's queue is given back there).
             for delivery in done.unsent.into_iter().rev() {
                 if hook.enabled {
                     hook.queue.push_front(delivery);
                 } else {
-                    self.held.remove(&delivery.id);
-                    unclaim.push(delivery.id);
+                    release.push(delivery.id);
                 }
             }
         } else {
             // Deleted: cancelled with the webhook.
-            for delivery in &done.unsent {
-                self.held.remove(&delivery.id);
-            }
+            release.extend(done.unsent.into_iter().map(|d| d.id));
         }
-        if !unclaim.is_empty()
-            && let Err(e) = self.writer.unclaim(unclaim)
-        {
-            log::error!("scheduler: returning deliveries of a stopped webhook: {e}");
-        }
+        self.holds.release(release.iter().map(String::as_str));
     }
 
     /// Loads the live webhooks, keeping what is known of those already seen.
-    /// Claimed deliveries of a webhook now disabled go back to pending; those
-    /// of a deleted one were cancelled with it.
+    /// The lined-up deliveries of a webhook now disabled or deleted are
+    /// given back (pending again, or cancelled with it).
     fn reload(&mut self) -> Result<(), StoreError> {
         let now = clock::now_ms();
         self.reload_at = None;
@@ -266,7 +244,7 @@ impl Scheduler {
         // this load stop (see `Wakeups::webhooks_version`).
         self.version = self.wakeups.webhooks_version();
         let mut hooks = HashMap::new();
-        let mut unclaim = Vec::new();
+        let mut release = Vec::new();
         for w in webhooks::all_live(&self.conn)? {
             let old = self.hooks.remove(&w.id);
             let rate = w.rate_limit_per_s;
@@ -283,7 +261,7 @@ impl Scheduler {
             };
             if !w.enabled {
                 live.store(false, Ordering::Release);
-                unclaim.extend(queue.drain(..).map(|d| d.id));
+                release.extend(queue.drain(..).map(|d| d.id));
             }
             hooks.insert(
                 w.id.clone(),
@@ -314,19 +292,12 @@ impl Scheduler {
         }
         // Webhooks gone since the last load: their lined-up deliveries were
         // cancelled with them.
-        for gone in self.hooks.values() {
+        for gone in self.hooks.values_mut() {
             gone.live.store(false, Ordering::Release);
-            for delivery in &gone.queue {
-                self.held.remove(&delivery.id);
-            }
+            release.extend(gone.queue.drain(..).map(|d| d.id));
         }
         self.hooks = hooks;
-        for id in &unclaim {
-            self.held.remove(id);
-        }
-        if !unclaim.is_empty() {
-            self.writer.unclaim(unclaim)?;
-        }
+        self.holds.release(release.iter().map(String::as_str));
         Ok(())
     }
 
@@ -351,32 +322,9 @@ impl Scheduler {
         }
     }
 
-    /// Puts back to pending the deliveries left `delivering` that this
-    /// scheduler does not hold: their outcome was lost with a batch that did
-    /// not commit. One index seek per webhook.
-    fn sweep(&mut self, now: i64) -> Result<(), StoreError> {
-        let cutoff = now - self.limits.stale_after_ms;
-        let mut lost = Vec::new();
-        for id in self.hooks.keys() {
-            for delivery in events::stale_in_flight(&self.conn, id, cutoff)? {
-                if !self.held.contains(&delivery) {
-                    lost.push(delivery);
-                }
-            }
-        }
-        if !lost.is_empty() {
-            log::warn!(
-                "{} deliveries lost their outcome; they are pending again",
-                lost.len()
-            );
-            self.writer.unclaim(lost)?;
-        }
-        Ok(())
-    }
-
-    /// One round: top up the queue of claimed deliveries of every webhook
-    /// that can send (one claim op for all of them), then hand queued
-    /// deliveries to the workers within the limits.
+    /// One round: top up the queue of held deliveries of every webhook that
+    /// can send, then hand queued deliveries to the workers within the
+    /// limits.
     fn round(&mut self, now: i64) -> Result<(), StoreError> {
         let mut found: Vec<(String, events::Due)> = Vec::new();
         let mut exhausted: Vec<String> = Vec::new();
@@ -395,7 +343,7 @@ impl Scheduler {
             }
             hook.check = false;
             let want = PREFETCH.saturating_sub(hook.queue.len());
-            let rows = events::due_for_webhook(&self.conn, id, now, want)?;
+            let rows = events::due_for_webhook(&self.conn, id, now, want, &self.holds)?;
             if rows.len() < want {
                 exhausted.push(id.clone());
             } else {
@@ -405,22 +353,15 @@ impl Scheduler {
             found.extend(rows.into_iter().map(|d| (id.clone(), d)));
         }
         if !found.is_empty() {
-            let claimed: HashSet<String> = self
-                .writer
-                .claim(found.iter().map(|(_, d)| d.id.clone()).collect())?
-                .into_iter()
-                .collect();
             // One copy of each event's body for all the webhooks it goes to.
             let mut payloads: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
             for (webhook_id, due) in found {
-                if let Some(hook) = self.hooks.get_mut(&webhook_id)
-                    && claimed.contains(&due.id)
-                {
+                if let Some(hook) = self.hooks.get_mut(&webhook_id) {
                     let payload = payloads
                         .entry(due.event_id.clone())
                         .or_insert_with(|| Arc::new(due.payload))
                         .clone();
-                    self.held.insert(due.id.clone());
+                    self.holds.hold(&webhook_id, &due.id);
                     hook.queue.push_back(Delivery {
                         id: due.id,
                         event_id: due.event_id,
@@ -430,13 +371,14 @@ impl Scheduler {
                 }
             }
         }
-        // A webhook deleted or disabled in the claim's own batch: reload
-        // before sending, so nothing goes out after the change was answered.
+        // A webhook deleted or disabled since the round began: reload before
+        // sending. (A change answered after this is caught by the job's
+        // version, before each delivery.)
         if self.wakeups.take_webhooks() {
             self.reload()?;
         }
         for id in exhausted {
-            let next = events::next_due_for_webhook(&self.conn, &id)?;
+            let next = events::next_due_for_webhook(&self.conn, &id, &self.holds)?;
             if let Some(hook) = self.hooks.get_mut(&id) {
                 hook.next_due = next;
             }

@@ -71,7 +71,7 @@ pub struct Done {
     /// Each delivery attempted, and what became of it.
     pub attempted: Vec<(String, NextStep)>,
     /// Deliveries not attempted because the webhook stopped or the webhooks
-    /// changed (still `delivering` in the database).
+    /// changed (still held, and pending in the database).
     pub unsent: Vec<Delivery>,
 }
 
@@ -313,9 +313,9 @@ impl Worker {
             let mut deliveries = std::mem::take(&mut job.deliveries).into_iter();
             while let Some(delivery) = deliveries.next() {
                 if self.stopping.load(Ordering::Acquire) {
-                    // Handed back: still `delivering` in the database, so the
-                    // next start puts it back to pending. The channel is
-                    // drained, so that the scheduler never waits on it.
+                    // Left as it is: pending in the database, so due again at
+                    // the next start. The channel is drained, so that the
+                    // scheduler never waits on it.
                     continue 'jobs;
                 }
                 if !job.live.load(Ordering::Acquire)
@@ -383,7 +383,7 @@ impl Worker {
         };
         if self.writer.record_attempt(record).is_err() {
             log::warn!(
-                "the writer has stopped; delivery {} stays in flight and is retried at the next start",
+                "the writer has stopped; delivery {} stays pending and is sent again at the next start",
                 delivery.id
             );
         }

@@ -16,13 +16,14 @@ pub mod metrics;
 pub mod stats;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use crate::store::StoreError;
+use crate::store::holds::Holds;
 use crate::store::monitoring::{self, Queue};
 use stats::{Sample, Series};
 
@@ -63,6 +64,9 @@ pub struct Finished<'a> {
 
 pub struct Monitor {
     pub metrics: metrics::Metrics,
+    /// The deliveries the engine holds (`delivering`): shared with the
+    /// writer and the scheduler (`store/holds.rs`).
+    pub holds: Arc<Holds>,
     recent: Mutex<Recent>,
     queue: Mutex<Option<(Instant, Option<String>, Queue)>>,
     /// The first reading of the whole queue since start is being taken.
@@ -73,6 +77,7 @@ impl Monitor {
     pub fn new() -> Monitor {
         Monitor {
             metrics: metrics::Metrics::new(),
+            holds: Arc::new(Holds::default()),
             recent: Mutex::new(Recent::default()),
             queue: Mutex::new(None),
             warming: AtomicBool::new(false),
@@ -167,8 +172,16 @@ impl Monitor {
     }
 
     /// The queue, read from the database unless a reading of the same
-    /// scope is under [`QUEUE_FRESH`] old.
+    /// scope is under [`QUEUE_FRESH`] old, with the deliveries held now
+    /// (pending in the database) counted as delivering.
     pub fn queue(&self, conn: &Connection, webhook: Option<&str>) -> Result<Queue, StoreError> {
+        let mut q = self.stored_queue(conn, webhook)?;
+        q.delivering = self.holds.count(webhook) as i64;
+        q.pending = q.pending.saturating_sub(q.delivering).max(0);
+        Ok(q)
+    }
+
+    fn stored_queue(&self, conn: &Connection, webhook: Option<&str>) -> Result<Queue, StoreError> {
         let mut cached = self
             .queue
             .lock()

@@ -1,12 +1,12 @@
-//! Deliveries' changes through the writer: the engine's claims, unclaims
-//! and attempt records (with the disables an attempt can cause), and the
-//! operators' retry, replay and retention's prune, with their audit rows.
+//! Deliveries' changes through the writer: the engine's attempt records
+//! (with the disables an attempt can cause), and the operators' retry,
+//! replay and retention's prune, with their audit rows.
 //! The SQL is in `events.rs` (deliveries and attempts) and `webhooks.rs`
 //! (a webhook's health).
 //!
-//! Claims, unclaims and attempt records are engine bookkeeping: committed
-//! without an fsync of their own (see `Writer::set_sync`); a lost one
-//! means a delivery is sent again, never lost.
+//! Attempt records are engine bookkeeping: committed without an fsync of
+//! their own (see `Writer::set_sync`); a lost one means a delivery is sent
+//! again, never lost.
 
 use super::StoreError;
 use super::audit::{self, Actor, AuditAction};
@@ -38,14 +38,6 @@ pub enum NextStep {
 }
 
 impl WriterHandle {
-    pub fn claim(&self, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
-        self.call(|reply| WriteOp::Claim { ids, reply })
-    }
-
-    pub fn unclaim(&self, ids: Vec<String>) -> Result<(), StoreError> {
-        self.call(|reply| WriteOp::Unclaim { ids, reply })
-    }
-
     /// Queues an attempt's record. It waits for room in the queue but not
     /// for the commit: a record lost to a crash means a duplicate delivery,
     /// never a lost one.
@@ -92,25 +84,6 @@ impl WriterHandle {
     }
 }
 
-/// Marks pending deliveries as being attempted; the ids that still were
-/// pending.
-pub(super) fn apply_claim(tx: &mut Tx<'_>, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
-    ids.into_iter()
-        .filter_map(|id| match events::claim(tx.conn, &id, tx.now) {
-            Ok(true) => Some(Ok(id)),
-            Ok(false) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect()
-}
-
-/// Puts claimed deliveries back to pending (their webhook was disabled
-/// before they were sent).
-pub(super) fn apply_unclaim(tx: &mut Tx<'_>, ids: &[String]) -> Result<(), StoreError> {
-    ids.iter()
-        .try_for_each(|id| events::unclaim(tx.conn, id, tx.now))
-}
-
 /// Stores an attempt and what becomes of its delivery; disables the
 /// webhook when the receiver answered 410 Gone or every attempt has failed
 /// for `--disable-after`.
@@ -153,6 +126,10 @@ pub(super) fn apply_retry(
     id: &str,
     actor: &Actor,
 ) -> Result<Option<bool>, StoreError> {
+    if tx.holds.is_held(id) {
+        // Being attempted: its outcome decides.
+        return Ok(Some(false));
+    }
     let retried = events::retry_now(tx.conn, id, tx.now)?;
     if retried == Some(true) {
         let summary = "queued one more attempt now";

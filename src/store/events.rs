@@ -8,6 +8,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::audit::{self, Actor, AuditAction};
+use super::holds::Holds;
 use super::writer::{Tx, WriteOp, WriterHandle};
 use super::{Context, StoreError};
 use crate::catalog::Filter;
@@ -338,8 +339,9 @@ const RESET_IN_FLIGHT: &str = "UPDATE deliveries \
      SET status = 'pending', next_attempt_at = ?1, updated_at = ?1 \
      WHERE webhook_id IN (SELECT id FROM webhooks) AND status = 'delivering'";
 
-/// Puts deliveries that were being attempted when the process stopped back
-/// to pending, due now: a duplicate is possible, a loss is not.
+/// Puts deliveries left `delivering` by a version of hookbox that wrote its
+/// claims down (this one holds them in memory: `holds.rs`) back to pending,
+/// due now: a duplicate is possible, a loss is not.
 ///
 /// Found by index seeks on `deliveries_webhook (webhook_id, status, id)`,
 /// one per webhook (every delivery names one): `status = 'delivering'`
@@ -359,24 +361,60 @@ pub struct Due {
     pub payload: Vec<u8>,
 }
 
-pub(super) const DUE_FOR_WEBHOOK: &str = "SELECT d.id, d.event_id, d.attempts, e.payload \
-     FROM deliveries d INDEXED BY deliveries_webhook_due JOIN events e ON e.id = d.event_id \
-     WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2 \
-     ORDER BY d.next_attempt_at LIMIT ?3";
+/// The ids of a webhook's pending deliveries due by `now`, oldest due
+/// first, read from the entries of `deliveries_webhook_due` alone (they
+/// hold the id): what the scheduler passes over costs no row lookup.
+pub(super) const DUE_IDS: &str = "SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_webhook_due \
+     WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 \
+     ORDER BY next_attempt_at LIMIT ?3";
 
-/// Up to `limit` of a webhook's pending deliveries due by `now`, oldest due
-/// first, each with its event's payload: an index seek on
-/// `deliveries_webhook_due` and a primary-key lookup per row, in one
-/// statement rather than one more query per delivery when it is sent.
+/// Those of the deliveries named in `?1` (a JSON array of ids) still
+/// pending and due by `?2`, with their events' payloads, oldest due first.
+const DUE_BY_ID: &str = "SELECT d.id, d.event_id, d.attempts, e.payload \
+     FROM deliveries d JOIN events e ON e.id = d.event_id \
+     WHERE d.id IN (SELECT value FROM json_each(?1)) \
+       AND d.status = 'pending' AND d.next_attempt_at <= ?2 \
+     ORDER BY d.next_attempt_at";
+
+/// Up to `limit` of a webhook's pending deliveries due by `now` and not
+/// held by the engine, oldest due first, each with its event's payload.
+///
+/// Two statements: the due ids from the index (as many more as the webhook
+/// has held, which are the oldest due and are passed over), then the rows
+/// and payloads of those taken, looked up by id and checked again. The
+/// second reads after the holds were, so a delivery whose hold the writer
+/// gave back meanwhile is seen as its record left it (done, or due later)
+/// and not taken (`holds.rs`).
 pub fn due_for_webhook(
     conn: &Connection,
     webhook_id: &str,
     now: i64,
     limit: usize,
+    holds: &Holds,
 ) -> Result<Vec<Due>, StoreError> {
-    conn.prepare_cached(DUE_FOR_WEBHOOK)
+    let held = holds.count(Some(webhook_id));
+    let ids: Vec<(String, i64)> = conn
+        .prepare_cached(DUE_IDS)
         .and_then(|mut stmt| {
-            stmt.query_map(params![webhook_id, now, limit as i64], |row| {
+            stmt.query_map(params![webhook_id, now, (limit + held) as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect()
+        })
+        .context("finding due deliveries")?;
+    let taken: Vec<&str> = ids
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| !holds.is_held(id))
+        .take(limit)
+        .collect();
+    if taken.is_empty() {
+        return Ok(Vec::new());
+    }
+    let taken = serde_json::to_string(&taken).unwrap_or_else(|_| "[]".into());
+    conn.prepare_cached(DUE_BY_ID)
+        .and_then(|mut stmt| {
+            stmt.query_map(params![taken, now], |row| {
                 Ok(Due {
                     id: row.get(0)?,
                     event_id: row.get(1)?,
@@ -386,32 +424,30 @@ pub fn due_for_webhook(
             })?
             .collect()
         })
-        .context("finding due deliveries")
+        .context("reading due deliveries")
 }
 
-/// When the webhook's next pending delivery is due, if it has one.
+/// When the webhook's next pending delivery not held is due, if it has
+/// one: the first entry of `deliveries_webhook_due` past the held ones.
 pub fn next_due_for_webhook(
     conn: &Connection,
     webhook_id: &str,
+    holds: &Holds,
 ) -> Result<Option<i64>, StoreError> {
-    conn.prepare_cached(
-        "SELECT min(next_attempt_at) FROM deliveries WHERE webhook_id = ?1 AND status = 'pending'",
-    )
-    .and_then(|mut stmt| stmt.query_row([webhook_id], |row| row.get(0)))
-    .context("finding the next due delivery")
-}
-
-const CLAIM: &str = "UPDATE deliveries SET status = 'delivering', updated_at = ?2 \
-     WHERE id = ?1 AND status = 'pending'";
-
-/// Marks a pending delivery as being attempted; false if it is no longer
-/// pending (cancelled, or claimed already).
-pub fn claim(conn: &Connection, id: &str, now: i64) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached(CLAIM)
-        .and_then(|mut stmt| stmt.execute(params![id, now]))
-        .context("claiming delivery")?;
-    Ok(changed == 1)
+    let held = holds.count(Some(webhook_id));
+    let next: Vec<(String, i64)> = conn
+        .prepare_cached(DUE_IDS)
+        .and_then(|mut stmt| {
+            stmt.query_map(params![webhook_id, i64::MAX, (held + 1) as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect()
+        })
+        .context("finding the next due delivery")?;
+    Ok(next
+        .into_iter()
+        .find(|(id, _)| !holds.is_held(id))
+        .map(|(_, at)| at))
 }
 
 /// One attempt's record, as the attempt log keeps it.
@@ -447,10 +483,11 @@ pub fn insert_attempt(conn: &Connection, delivery_id: &str, a: &Attempt) -> Resu
 }
 
 const FINISH_ATTEMPT: &str = "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, \
-     last_status = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1 AND status = 'delivering'";
+     last_status = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1 AND status = 'pending'";
 
-/// Sets a delivery's state after an attempt, if it is still being attempted
-/// (a webhook deleted meanwhile has cancelled it).
+/// Sets a delivery's state after an attempt, if it is still pending (a
+/// webhook deleted meanwhile has cancelled it). While the engine holds it,
+/// a delivery stays pending in the database (`holds.rs`).
 pub fn finish_attempt(
     conn: &Connection,
     id: &str,
@@ -505,19 +542,38 @@ pub fn get_delivery(conn: &Connection, id: &str) -> Result<Option<Delivery>, Sto
     .context("reading delivery")
 }
 
-/// Newest first, filtered by webhook, event and status.
+/// Which deliveries a listing takes by their ids: the engine's holds are
+/// not in the database (`holds.rs`), so `delivering` is the pending ones
+/// held and `pending` the others. Each is a JSON array of ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Ids<'a> {
+    #[default]
+    Any,
+    Only(&'a str),
+    Except(&'a str),
+}
+
+/// Newest first, filtered by webhook, event, status as stored and `ids`.
 pub fn list_deliveries(
     conn: &Connection,
     webhook_id: Option<&str>,
     event_id: Option<&str>,
     status: Option<DeliveryStatus>,
+    ids: Ids<'_>,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Delivery>, StoreError> {
+    let (only, except) = match ids {
+        Ids::Any => (None, None),
+        Ids::Only(json) => (Some(json), None),
+        Ids::Except(json) => (None, Some(json)),
+    };
     conn.prepare_cached(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries \
          WHERE (?1 IS NULL OR webhook_id = ?1) AND (?2 IS NULL OR event_id = ?2) \
            AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4) \
+           AND (?6 IS NULL OR id IN (SELECT value FROM json_each(?6))) \
+           AND (?7 IS NULL OR id NOT IN (SELECT value FROM json_each(?7))) \
          ORDER BY id DESC LIMIT ?5"
     ))
     .and_then(|mut stmt| {
@@ -527,7 +583,9 @@ pub fn list_deliveries(
                 event_id,
                 status.map(DeliveryStatus::as_str),
                 cursor,
-                limit as i64
+                limit as i64,
+                only,
+                except
             ],
             delivery_from_row,
         )?
@@ -579,31 +637,6 @@ pub fn requeue(
         params![webhook_id, status.as_str(), since, until, now],
     )
     .context("replaying deliveries")
-}
-
-const UNCLAIM: &str = "UPDATE deliveries SET status = 'pending', next_attempt_at = ?2, updated_at = ?2 \
-     WHERE id = ?1 AND status = 'delivering'";
-
-/// Puts a claimed delivery back to pending, due now.
-pub fn unclaim(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
-    conn.prepare_cached(UNCLAIM)
-        .and_then(|mut stmt| stmt.execute(params![id, now]))
-        .context("unclaiming delivery")?;
-    Ok(())
-}
-
-/// A webhook's deliveries claimed (`delivering`) and untouched since
-/// `cutoff`: an index seek on `deliveries_webhook`.
-pub fn stale_in_flight(
-    conn: &Connection,
-    webhook_id: &str,
-    cutoff: i64,
-) -> Result<Vec<String>, StoreError> {
-    conn.prepare_cached(
-        "SELECT id FROM deliveries WHERE webhook_id = ?1 AND status = 'delivering' AND updated_at < ?2",
-    )
-    .and_then(|mut stmt| stmt.query_map(params![webhook_id, cutoff], |row| row.get(0))?.collect())
-    .context("finding lost deliveries")
 }
 
 // Publishing through the writer: its apply function (run in the batch's
@@ -771,13 +804,67 @@ mod tests {
         // Schema 4's `CHECK (status IN (...))` built one per INSERT and per
         // status UPDATE; schema 5 tests the names with `=`.
         let conn = store_with(&[]);
-        for sql in [INSERT_DELIVERY, CLAIM, FINISH_ATTEMPT, UNCLAIM] {
+        for sql in [INSERT_DELIVERY, FINISH_ATTEMPT] {
             let ops = opcodes(&conn, sql);
             assert!(
                 !ops.iter().any(|op| op == "OpenEphemeral"),
                 "{sql}: {ops:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_due_query_passes_over_held_deliveries_and_keeps_due_order() {
+        let conn = store_with(&[
+            ("dlv_1", "wh_a", "pending"),
+            ("dlv_2", "wh_a", "pending"),
+            ("dlv_3", "wh_a", "pending"),
+            ("dlv_4", "wh_a", "succeeded"),
+        ]);
+        conn.execute_batch("UPDATE deliveries SET next_attempt_at = 7 WHERE id = 'dlv_2'")
+            .unwrap();
+        let holds = Holds::default();
+        let ids = |holds: &Holds, limit| -> Vec<String> {
+            due_for_webhook(&conn, "wh_a", 10, limit, holds)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(ids(&holds, 8), ["dlv_1", "dlv_3", "dlv_2"]);
+        assert_eq!(
+            next_due_for_webhook(&conn, "wh_a", &holds).unwrap(),
+            Some(5)
+        );
+        holds.hold("wh_a", "dlv_1");
+        holds.hold("wh_b", "dlv_9");
+        assert_eq!(ids(&holds, 1), ["dlv_3"]);
+        holds.hold("wh_a", "dlv_3");
+        assert_eq!(ids(&holds, 8), ["dlv_2"]);
+        assert_eq!(
+            next_due_for_webhook(&conn, "wh_a", &holds).unwrap(),
+            Some(7)
+        );
+        holds.hold("wh_a", "dlv_2");
+        assert!(ids(&holds, 8).is_empty());
+        assert_eq!(next_due_for_webhook(&conn, "wh_a", &holds).unwrap(), None);
+    }
+
+    #[test]
+    fn the_due_ids_come_from_the_index_alone() {
+        let conn = store_with(&[]);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {DUE_IDS}"))
+            .unwrap()
+            .query_map(params!["wh_a", 1, 8], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("COVERING INDEX deliveries_webhook_due")),
+            "{plan:?}"
+        );
     }
 
     #[test]

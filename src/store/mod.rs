@@ -47,6 +47,7 @@ pub mod audit;
 pub mod deliveries;
 pub mod event_types;
 pub mod events;
+pub mod holds;
 pub mod monitoring;
 pub mod replica;
 pub mod schema;
@@ -386,10 +387,11 @@ mod tests {
         let db = dir.path().join("hookbox.db");
         drop(open_writer(&db).unwrap());
         let conn = open_reader(&db).unwrap();
+        let holds = holds::Holds::default();
         for webhook in ["wh_a", "wh_b", "wh_c"] {
-            events::due_for_webhook(&conn, webhook, 1, 8).unwrap();
+            events::due_for_webhook(&conn, webhook, 1, 8, &holds).unwrap();
         }
-        let stmt = conn.prepare_cached(events::DUE_FOR_WEBHOOK).unwrap();
+        let stmt = conn.prepare_cached(events::DUE_IDS).unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 

@@ -19,6 +19,9 @@ pub struct Queue {
     pub pending: i64,
     /// Pending deliveries of disabled webhooks.
     pub held: i64,
+    /// Held by the engine (lined up or being attempted); pending in the
+    /// database, so this reading leaves it 0 and the monitor counts it from
+    /// the holds (`store/holds.rs`).
     pub delivering: i64,
     /// When the oldest delivery waiting for an enabled webhook was created.
     /// (Deliveries of deleted webhooks are cancelled, so none is left out.)
@@ -41,20 +44,16 @@ pub fn queue(conn: &Connection, webhook: Option<&str>) -> Result<Queue, StoreErr
         .context("listing webhooks for the queue")?;
     let mut q = Queue::default();
     for (id, enabled) in hooks {
-        let (pending, delivering, oldest): (i64, i64, Option<i64>) = conn
+        let (pending, oldest): (i64, Option<i64>) = conn
             .prepare_cached(
                 "SELECT \
                    (SELECT count(*) FROM deliveries WHERE webhook_id = ?1 AND status = 'pending'), \
-                   (SELECT count(*) FROM deliveries WHERE webhook_id = ?1 AND status = 'delivering'), \
                    (SELECT created_at FROM deliveries WHERE webhook_id = ?1 AND status = 'pending' \
                       ORDER BY id LIMIT 1)",
             )
-            .and_then(|mut stmt| {
-                stmt.query_row([&id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            })
+            .and_then(|mut stmt| stmt.query_row([&id], |row| Ok((row.get(0)?, row.get(1)?))))
             .context("reading the queue")?;
         q.pending += pending;
-        q.delivering += delivering;
         if enabled {
             q.oldest_waiting = match (q.oldest_waiting, oldest) {
                 (Some(a), Some(b)) => Some(a.min(b)),

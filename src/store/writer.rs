@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::audit::Actor;
 use super::events::{self, DeliveryStatus, Event, EventType};
+use super::holds::Holds;
 use super::monitoring::{self, AlertChange, Announce};
 use super::replica::{Confirmer, ReplicaConfig};
 use super::tokens::{self, Token};
@@ -120,16 +121,8 @@ pub enum WriteOp {
     },
     /// Records a token's last use. Nobody waits for it.
     TouchToken { id: String, at: i64 },
-    /// Marks pending deliveries as being attempted; answers the ids that
-    /// still were pending.
-    Claim {
-        ids: Vec<String>,
-        reply: Reply<Vec<String>>,
-    },
-    /// Puts claimed deliveries back to pending (their webhook was disabled
-    /// before they were sent).
-    Unclaim { ids: Vec<String>, reply: Reply<()> },
-    /// A finished attempt from a delivery worker. Nobody waits for it.
+    /// A finished attempt from a delivery worker. Nobody waits for it; the
+    /// delivery's hold is given back once it is committed (`holds.rs`).
     RecordAttempt(Box<AttemptRecord>),
     RetryDelivery {
         id: String,
@@ -167,14 +160,12 @@ pub enum WriteOp {
 
 impl WriteOp {
     /// Whether the caller's answer promises the change survives power loss:
-    /// everything the API answers 2xx for. Engine bookkeeping (claims,
-    /// attempt records, token use) does not.
+    /// everything the API answers 2xx for. Engine bookkeeping (attempt
+    /// records, token use) does not.
     fn answered_as_durable(&self) -> bool {
         !matches!(
             self,
-            WriteOp::Claim { .. }
-                | WriteOp::Unclaim { .. }
-                | WriteOp::RecordAttempt(_)
+            WriteOp::RecordAttempt(_)
                 | WriteOp::TouchToken { .. }
                 | WriteOp::Prune { .. }
                 | WriteOp::Shutdown
@@ -299,6 +290,9 @@ pub struct WriterConfig {
     /// A webhook whose every attempt failed for this long is disabled.
     pub disable_after_ms: i64,
     pub wakeups: Arc<Wakeups>,
+    /// The engine's holds: given back for each attempt once its record is
+    /// committed.
+    pub holds: Arc<Holds>,
     /// Under Litestream the writer never checkpoints.
     pub replication: Replication,
     /// With `--ack-after-replica`: how to ask Litestream for confirmation.
@@ -418,6 +412,8 @@ pub(super) struct Tx<'a> {
     /// `--disable-after`: a webhook whose every attempt failed for this
     /// long is disabled.
     pub disable_after_ms: i64,
+    /// The deliveries the engine holds (`delivering`).
+    pub holds: &'a Holds,
 }
 
 /// How the ops of a batch are kept from undoing each other.
@@ -504,7 +500,26 @@ impl Writer {
         log::debug!("writer stopped: every handle is gone");
     }
 
+    /// Commits `batch`, then gives back the holds of the deliveries whose
+    /// attempts it recorded, committed or not: if not, they are pending
+    /// still, and are sent again.
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
+        let recorded: Vec<String> = batch
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::RecordAttempt(r) => Some(r.delivery_id.clone()),
+                _ => None,
+            })
+            .collect();
+        self.commit(batch);
+        if !recorded.is_empty() {
+            self.config
+                .holds
+                .release(recorded.iter().map(String::as_str));
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<WriteOp>) {
         self.set_sync(batch.iter().any(WriteOp::answered_as_durable));
         // Kept for the replay: cloning the batch costs far less than a
         // savepoint per op (see `Isolation`).
@@ -644,7 +659,7 @@ impl Writer {
     /// answer promises durability; `NORMAL` (no fsync in WAL mode) for
     /// batches of engine bookkeeping only. WAL frames are written in order,
     /// so the next FULL commit makes the earlier NORMAL ones durable too;
-    /// a crash before it loses only claims and attempt records, and a lost
+    /// a crash before it loses only attempt records and token uses, and a lost
     /// record means the delivery is sent again: a duplicate, never a loss.
     fn set_sync(&mut self, full: bool) {
         if self.sync_full == full {
@@ -671,8 +686,6 @@ impl Writer {
             WriteOp::CreateEventType { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::CreateToken { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::RevokeToken { reply, .. } => answer(reply, Err(stopped())),
-            WriteOp::Claim { reply, .. } => answer(reply, Err(stopped())),
-            WriteOp::Unclaim { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Ping { reply } => answer(reply, Err(stopped())),
             WriteOp::Prune { reply, .. } => answer(reply, Err(stopped())),
             WriteOp::Alert { reply, .. } => answer(reply, Err(stopped())),
@@ -723,6 +736,7 @@ impl Writer {
             subscriptions: &mut self.subscriptions,
             wake: &mut self.wake,
             disable_after_ms: self.config.disable_after_ms,
+            holds: &self.config.holds,
         };
         match op {
             WriteOp::Publish { event, only, reply } => {
@@ -779,10 +793,6 @@ impl Writer {
                     log::warn!("{e}");
                 }
                 (result.is_ok(), Box::new(|_| {}))
-            }
-            WriteOp::Claim { ids, reply } => done(reply, deliveries::apply_claim(&mut tx, ids)),
-            WriteOp::Unclaim { ids, reply } => {
-                done(reply, deliveries::apply_unclaim(&mut tx, &ids))
             }
             WriteOp::RecordAttempt(record) => {
                 let result = deliveries::apply_record_attempt(&mut tx, *record);
@@ -849,6 +859,7 @@ mod tests {
             config: WriterConfig {
                 disable_after_ms: 0,
                 wakeups: Wakeups::new().0,
+                holds: Default::default(),
                 replication: Replication::None,
                 ack_after_replica: None,
             },
