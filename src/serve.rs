@@ -54,6 +54,7 @@ use crate::notify::{self, Notifier};
 use crate::retention;
 use crate::secrets;
 use crate::store::audit::Actor;
+use crate::store::handover::Handover;
 use crate::store::holds::Holds;
 use crate::store::replica::ReplicaConfig;
 use crate::store::webhooks::{self, Patch, Webhook};
@@ -71,11 +72,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let opened = open_store(&args, checked.alert_url.is_some())?;
     let (wakeups, woken) = Wakeups::new();
     let monitor = Arc::new(Monitor::new());
+    // New deliveries go from the writer to the scheduler in memory, while
+    // there is a scheduler.
+    let handover = (!args.pause_delivery).then(|| Arc::new(Handover::new(monitor.holds.clone())));
     let mut running = start_writer(
         opened.conn,
         &args,
         wakeups.clone(),
         monitor.holds.clone(),
+        handover.clone(),
         checked.replica,
     )?;
     let served = (|| {
@@ -86,7 +91,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             alert_webhook(&running.writer, &args, url, opened.alert_webhook)?;
         }
         let started_ms = clock::now_ms();
-        running.engine = start_delivery(&args, &running.writer, wakeups, woken, &monitor)?;
+        running.engine =
+            start_delivery(&args, &running.writer, wakeups, woken, handover, &monitor)?;
         running.retention = Some(start_retention(&args, &running)?);
         running.alerts = Some(start_alerts(&args, &running, &monitor)?);
         load_history(monitor.clone(), args.db.db.clone(), started_ms);
@@ -258,12 +264,14 @@ fn start_writer(
     args: &ServeArgs,
     wakeups: Arc<Wakeups>,
     holds: Arc<Holds>,
+    handover: Option<Arc<Handover>>,
     ack_after_replica: Option<ReplicaConfig>,
 ) -> anyhow::Result<Running> {
     let config = WriterConfig {
         disable_after_ms: args.disable_after.as_millis() as i64,
         wakeups,
         holds,
+        handover,
         replication: replication(args),
         ack_after_replica,
     };
@@ -338,12 +346,13 @@ fn start_delivery(
     writer: &WriterHandle,
     wakeups: Arc<Wakeups>,
     woken: crossbeam_channel::Receiver<()>,
+    handover: Option<Arc<Handover>>,
     monitor: &Arc<Monitor>,
 ) -> anyhow::Result<Option<Engine>> {
-    if args.pause_delivery {
+    let Some(handover) = handover.filter(|_| !args.pause_delivery) else {
         log::warn!("delivery is paused (--pause-delivery): events are stored, nothing is sent");
         return Ok(None);
-    }
+    };
     let settings = Settings {
         monitor: monitor.clone(),
         limits: scheduler::Limits {
@@ -363,6 +372,7 @@ fn start_delivery(
         writer.clone(),
         wakeups,
         woken,
+        handover,
         settings,
     )?;
     Ok(Some(engine))

@@ -18,6 +18,7 @@ use rusqlite::Connection;
 
 use crate::config::Cidr;
 use crate::store::StoreError;
+use crate::store::handover::Handover;
 use crate::store::writer::{Wakeups, WriterHandle};
 
 /// Settings of the engine, from the command line.
@@ -65,6 +66,7 @@ impl Engine {
         writer: WriterHandle,
         wakeups: Arc<Wakeups>,
         woken: Receiver<()>,
+        handover: Arc<Handover>,
         settings: Settings,
     ) -> Result<Engine, StoreError> {
         let (jobs_tx, jobs_rx) = bounded(settings.limits.workers);
@@ -97,6 +99,7 @@ impl Engine {
             jobs_tx,
             settings.limits,
             settings.monitor.holds.clone(),
+            handover,
             heartbeat.clone(),
         )?;
         let inputs = scheduler::Inputs {

@@ -6,11 +6,16 @@
 //! new work or webhook changes ([`Wakeups`]), when a worker finishes, or when
 //! the earliest known retry falls due — never by polling on a short clock.
 //!
-//! Finding work is per webhook: `due_for_webhook` and `next_due_for_webhook`
+//! A new delivery comes from the writer in memory, with its body, once its
+//! event has committed (`store/handover.rs`): while a webhook keeps up,
+//! its deliveries are never read back. Everything else is found in the
+//! database, per webhook: `due_for_webhook` and `next_due_for_webhook`
 //! are index seeks on `deliveries_webhook_due`, so their cost does not grow
 //! with the backlog, and a disabled, rate-limited or slow webhook holding
 //! many deliveries costs the others nothing. The same statement reads each
-//! delivery's payload. A round holds what it found (in memory, see
+//! delivery's payload. A webhook looks there when told that deliveries
+//! fell due some other way (retries, replays, a hand-over it could not
+//! take), when a retry it knows of falls due, and at least once a second. A round holds what it found (in memory, see
 //! `store/holds.rs`: the deliveries stay `pending` in the database and the
 //! next due query passes over them) and hands the held ones to the workers
 //! as jobs of up to [`BATCH`] deliveries of one webhook, sent one after
@@ -31,6 +36,7 @@ use rusqlite::Connection;
 
 use super::worker::{Delivery, Done, Job};
 use crate::clock;
+use crate::store::handover::Handover;
 use crate::store::holds::Holds;
 use crate::store::writer::{NextStep, Wakeups};
 use crate::store::{StoreError, events, webhooks};
@@ -48,6 +54,16 @@ const PREFETCH: usize = 32;
 /// that a long queue keeps all of them busy and a short one is not held by
 /// one worker.
 const BATCH: usize = 8;
+
+/// How many deliveries of one webhook may wait in its queue when they come
+/// from the hand-over: more than the due query lines up, since they cost
+/// no read; past it they are left to the due query.
+const HANDED_OVER_QUEUE: usize = 4 * PREFETCH;
+
+/// How often every webhook looks in the database even though the
+/// hand-over brought it everything (`Hook::synced`): a safety net, one
+/// index seek per webhook a second.
+const RESYNC_MS: i64 = 1000;
 
 /// Limits from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +96,12 @@ struct Hook {
     in_flight: usize,
     /// Look for due deliveries at the next round.
     check: bool,
+    /// The last due query found everything due then, and every delivery
+    /// of this webhook that fell due since came through the hand-over
+    /// (`store/handover.rs`): nothing is left for a due query to find until
+    /// `next_due`. Cleared by any other news of due work, by a hand-over
+    /// this webhook could not take, by a reload, and once a second.
+    synced: bool,
     /// The earliest known due time of a pending delivery not yet handed out.
     next_due: Option<i64>,
     /// Token bucket for `rate_limit_per_s`: tokens and when they were counted.
@@ -123,6 +145,11 @@ pub struct Scheduler {
     heartbeat: Arc<AtomicI64>,
     /// `Wakeups::webhooks_version` when the webhooks were last loaded.
     version: u64,
+    /// New deliveries from the writer, held for us (`store/handover.rs`).
+    handover: Arc<Handover>,
+    /// When every webhook was last made to look in the database
+    /// regardless (Unix ms): the safety net behind `Hook::synced`.
+    resynced_at: i64,
 }
 
 impl Scheduler {
@@ -132,6 +159,7 @@ impl Scheduler {
         jobs: Sender<Job>,
         limits: Limits,
         holds: Arc<Holds>,
+        handover: Arc<Handover>,
         heartbeat: Arc<AtomicI64>,
     ) -> Result<Scheduler, StoreError> {
         let mut scheduler = Scheduler {
@@ -145,6 +173,8 @@ impl Scheduler {
             reload_at: None,
             heartbeat,
             version: 0,
+            handover,
+            resynced_at: clock::now_ms(),
         };
         scheduler.reload()?;
         Ok(scheduler)
@@ -160,10 +190,18 @@ impl Scheduler {
             {
                 log::error!("scheduler: reloading webhooks: {e}");
             }
-            if self.wakeups.take_work() {
-                self.hooks.values_mut().for_each(|h| h.check = true);
-            }
             let now = clock::now_ms();
+            let resync = now - self.resynced_at >= RESYNC_MS;
+            if self.wakeups.take_work() || resync {
+                self.hooks.values_mut().for_each(|h| {
+                    h.check = true;
+                    h.synced = false;
+                });
+            }
+            if resync {
+                self.resynced_at = now;
+            }
+            self.take_handed_over();
             let wait = match self.round(now) {
                 Ok(()) => self.wait(clock::now_ms()),
                 Err(e) => {
@@ -192,6 +230,38 @@ impl Scheduler {
                 },
             }
         }
+    }
+
+    /// Lines up the deliveries the writer handed over (each held for us),
+    /// and gives back those it cannot take, for a due query to find: of a
+    /// webhook it does not know yet or that is disabled (a reload or an
+    /// enable makes it look), or whose queue is long enough (it looks as
+    /// soon as its queue runs low).
+    fn take_handed_over(&mut self) {
+        let handed = self.handover.take();
+        if handed.is_empty() {
+            return;
+        }
+        let mut release = Vec::new();
+        for fresh in handed {
+            match self.hooks.get_mut(&fresh.webhook_id) {
+                Some(hook) if hook.enabled && hook.queue.len() < HANDED_OVER_QUEUE => {
+                    hook.queue.push_back(Delivery {
+                        id: fresh.delivery_id,
+                        event_id: fresh.event_id,
+                        payload: fresh.payload,
+                        attempt: 1,
+                    });
+                }
+                Some(hook) => {
+                    hook.synced = false;
+                    hook.check = true;
+                    release.push(fresh.delivery_id);
+                }
+                None => release.push(fresh.delivery_id),
+            }
+        }
+        self.holds.release(release.iter().map(String::as_str));
     }
 
     /// A job came back. Its attempted deliveries' holds are the writer's to
@@ -287,6 +357,7 @@ impl Scheduler {
                     tokens_at,
                     queue,
                     live,
+                    synced: false,
                 },
             );
         }
@@ -329,9 +400,14 @@ impl Scheduler {
         let mut found: Vec<(String, events::Due)> = Vec::new();
         let mut exhausted: Vec<String> = Vec::new();
         for (id, hook) in self.hooks.iter_mut() {
-            let due = hook.check || hook.next_due.is_some_and(|at| at <= now);
+            let retry_due = hook.next_due.is_some_and(|at| at <= now);
             let room = self.limits.per_webhook.saturating_sub(hook.in_flight);
-            if !hook.enabled || !due || room == 0 {
+            if !hook.enabled || !(hook.check || retry_due) || room == 0 {
+                continue;
+            }
+            if hook.synced && !retry_due {
+                // Nothing in the database that the hand-over did not bring.
+                hook.check = false;
                 continue;
             }
             if hook.queue.len() >= room * BATCH {
@@ -346,6 +422,7 @@ impl Scheduler {
             let rows = events::due_for_webhook(&self.conn, id, now, want, &self.holds)?;
             if rows.len() < want {
                 exhausted.push(id.clone());
+                hook.synced = true;
             } else {
                 // There may be more; look again when the queue runs low.
                 hook.check = true;
@@ -361,7 +438,10 @@ impl Scheduler {
                         .entry(due.event_id.clone())
                         .or_insert_with(|| Arc::new(due.payload))
                         .clone();
-                    self.holds.hold(&webhook_id, &due.id);
+                    if !self.holds.try_hold(&webhook_id, &due.id) {
+                        // Handed over meanwhile: lined up from there.
+                        continue;
+                    }
                     hook.queue.push_back(Delivery {
                         id: due.id,
                         event_id: due.event_id,

@@ -7,7 +7,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use std::sync::Arc;
+
 use super::audit::{self, Actor, AuditAction};
+use super::handover::Fresh;
 use super::holds::Holds;
 use super::writer::{Tx, WriteOp, WriterHandle};
 use super::{Context, StoreError};
@@ -707,17 +710,24 @@ pub(super) fn apply_publish(
         return Ok(PublishOutcome::NoSuchWebhook);
     }
     event.deliveries = targets.len() as i64;
-    tx.wake.work |= !targets.is_empty();
     event.created_at = now;
     insert_event(tx.conn, &event)?;
+    // Handed to the scheduler once committed, with the body it sends; or,
+    // without a hand-over, found by its due query.
+    let payload =
+        (tx.hand_over && !targets.is_empty()).then(|| Arc::new(std::mem::take(&mut event.payload)));
+    tx.wake.work |= payload.is_none() && !targets.is_empty();
     for webhook_id in targets {
-        insert_delivery(
-            tx.conn,
-            &ids::new(Kind::Delivery),
-            &event.id,
-            webhook_id,
-            now,
-        )?;
+        let delivery_id = ids::new(Kind::Delivery);
+        insert_delivery(tx.conn, &delivery_id, &event.id, webhook_id, now)?;
+        if let Some(payload) = &payload {
+            tx.wake.fresh.push(Fresh {
+                webhook_id: webhook_id.to_owned(),
+                delivery_id,
+                event_id: event.id.clone(),
+                payload: payload.clone(),
+            });
+        }
     }
     if let Some((webhook_id, actor)) = &only {
         let summary = format!("sent a test {} event, {}", event.event_type, event.id);
@@ -836,16 +846,16 @@ mod tests {
             next_due_for_webhook(&conn, "wh_a", &holds).unwrap(),
             Some(5)
         );
-        holds.hold("wh_a", "dlv_1");
-        holds.hold("wh_b", "dlv_9");
+        assert!(holds.try_hold("wh_a", "dlv_1"));
+        assert!(holds.try_hold("wh_b", "dlv_9"));
         assert_eq!(ids(&holds, 1), ["dlv_3"]);
-        holds.hold("wh_a", "dlv_3");
+        assert!(holds.try_hold("wh_a", "dlv_3"));
         assert_eq!(ids(&holds, 8), ["dlv_2"]);
         assert_eq!(
             next_due_for_webhook(&conn, "wh_a", &holds).unwrap(),
             Some(7)
         );
-        holds.hold("wh_a", "dlv_2");
+        assert!(holds.try_hold("wh_a", "dlv_2"));
         assert!(ids(&holds, 8).is_empty());
         assert_eq!(next_due_for_webhook(&conn, "wh_a", &holds).unwrap(), None);
     }

@@ -8,8 +8,9 @@
 //! an update of three indexes that bought nothing durable: 25,000 of the
 //! 300,000 instructions an event cost end to end under callgrind.
 //!
-//! The scheduler takes a hold when it finds a delivery due, and gives it
-//! back for what it did not send; the writer gives back the hold of a
+//! The scheduler takes a hold when it finds a delivery due, the writer when
+//! it hands a new one over (`handover.rs`), whichever is first; the
+//! scheduler gives a hold back for what it did not send; the writer gives back the hold of a
 //! delivery whose attempt it has recorded, once that record is committed
 //! (or has failed to be). The scheduler reads the holds of a webhook
 //! before its due query, whose read transaction starts after: a hold given
@@ -35,9 +36,16 @@ impl Holds {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn hold(&self, webhook_id: &str, delivery_id: &str) {
-        self.lock()
-            .insert(delivery_id.to_owned(), webhook_id.to_owned());
+    /// Holds a delivery unless it is held already (by the due query or
+    /// the writer's hand-over, `handover.rs`); true if this call took it.
+    pub fn try_hold(&self, webhook_id: &str, delivery_id: &str) -> bool {
+        match self.lock().entry(delivery_id.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(webhook_id.to_owned());
+                true
+            }
+        }
     }
 
     pub fn release<'a>(&self, delivery_ids: impl IntoIterator<Item = &'a str>) {
@@ -89,9 +97,10 @@ mod tests {
     #[test]
     fn holds_are_counted_and_listed_per_webhook_until_released() {
         let holds = Holds::default();
-        holds.hold("wh_a", "dlv_1");
-        holds.hold("wh_a", "dlv_2");
-        holds.hold("wh_b", "dlv_3");
+        assert!(holds.try_hold("wh_a", "dlv_1"));
+        assert!(holds.try_hold("wh_a", "dlv_2"));
+        assert!(holds.try_hold("wh_b", "dlv_3"));
+        assert!(!holds.try_hold("wh_b", "dlv_3"), "held once");
         assert_eq!(holds.count(Some("wh_a")), 2);
         assert_eq!(holds.count(None), 3);
         let mut ids: Vec<String> = serde_json::from_str(&holds.json(Some("wh_a"))).unwrap();

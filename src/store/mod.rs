@@ -47,6 +47,7 @@ pub mod audit;
 pub mod deliveries;
 pub mod event_types;
 pub mod events;
+pub mod handover;
 pub mod holds;
 pub mod monitoring;
 pub mod replica;

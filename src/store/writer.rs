@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::audit::Actor;
 use super::events::{self, DeliveryStatus, Event, EventType};
+use super::handover::{Fresh, Handover};
 use super::holds::Holds;
 use super::monitoring::{self, AlertChange, Announce};
 use super::replica::{Confirmer, ReplicaConfig};
@@ -206,7 +207,11 @@ impl Wakeups {
         (Arc::new(wakeups), woken)
     }
 
-    pub fn notify(&self, work: bool, webhooks: bool) {
+    /// After a commit: `work` if deliveries became due that the scheduler
+    /// must look for, `webhooks` if webhooks changed, `handed` if new
+    /// deliveries were handed over (`handover.rs`), which needs a wake-up
+    /// but no look.
+    pub fn notify(&self, work: bool, webhooks: bool, handed: bool) {
         if work {
             self.work.store(true, Ordering::Release);
         }
@@ -214,7 +219,7 @@ impl Wakeups {
             self.webhooks_version.fetch_add(1, Ordering::AcqRel);
             self.webhooks.store(true, Ordering::Release);
         }
-        if work || webhooks {
+        if work || webhooks || handed {
             let _ = self.poke.try_send(());
         }
     }
@@ -293,6 +298,9 @@ pub struct WriterConfig {
     /// The engine's holds: given back for each attempt once its record is
     /// committed.
     pub holds: Arc<Holds>,
+    /// Where new deliveries go once committed, while delivery runs (`None`
+    /// with `--pause-delivery`).
+    pub handover: Option<Arc<Handover>>,
     /// Under Litestream the writer never checkpoints.
     pub replication: Replication,
     /// With `--ack-after-replica`: how to ask Litestream for confirmation.
@@ -393,10 +401,13 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
 /// What to tell the delivery scheduler once the batch commits.
 #[derive(Debug, Default)]
 pub(super) struct Wake {
-    /// Deliveries became due.
+    /// Deliveries became due that the scheduler must look for.
     pub work: bool,
     /// A webhook was created, changed, disabled or deleted.
     pub webhooks: bool,
+    /// New deliveries to hand over once committed (`handover.rs`); only
+    /// while the writer has a hand-over, else a publish sets `work`.
+    pub fresh: Vec<Fresh>,
 }
 
 /// What an apply function works with: the open transaction and the
@@ -414,6 +425,9 @@ pub(super) struct Tx<'a> {
     pub disable_after_ms: i64,
     /// The deliveries the engine holds (`delivering`).
     pub holds: &'a Holds,
+    /// Whether new deliveries are handed to the scheduler (`wake.fresh`)
+    /// rather than left to its due query (`wake.work`).
+    pub hand_over: bool,
 }
 
 /// How the ops of a batch are kept from undoing each other.
@@ -511,15 +525,22 @@ impl Writer {
                 _ => None,
             })
             .collect();
-        self.commit(batch);
+        let (work, handed) = self.commit(batch);
         if !recorded.is_empty() {
             self.config
                 .holds
                 .release(recorded.iter().map(String::as_str));
         }
+        // After the holds are given back: a due query the scheduler makes
+        // when woken sees those deliveries as their records left them.
+        self.config.wakeups.notify(work, false, handed);
     }
 
-    fn commit(&mut self, batch: &mut Vec<WriteOp>) {
+    /// Commits `batch` and answers its ops (telling the scheduler of
+    /// webhook changes first). Returns what else to tell it: whether
+    /// deliveries became due that it must look for, and whether new ones
+    /// were handed over (`Wakeups::notify`).
+    fn commit(&mut self, batch: &mut Vec<WriteOp>) -> (bool, bool) {
         self.set_sync(batch.iter().any(WriteOp::answered_as_durable));
         // Kept for the replay: cloning the batch costs far less than a
         // savepoint per op (see `Isolation`).
@@ -541,7 +562,7 @@ impl Writer {
                         // applied. Were it, the callers get an error from
                         // their dropped reply channels, and nothing commits.
                         let _ = self.exec_cached("ROLLBACK");
-                        return;
+                        return (true, false);
                     }
                 }
             }
@@ -565,27 +586,40 @@ impl Writer {
             self.reload_subscriptions();
         }
         let commit = committed.as_ref().map(|_| ());
-        if commit.is_ok() {
-            self.config
-                .wakeups
-                .notify(self.wake.work, self.wake.webhooks);
+        let wake = std::mem::take(&mut self.wake);
+        let notice = if commit.is_ok() {
+            let handed = !wake.fresh.is_empty();
+            // What the hand-over cannot take is left to the due query.
+            let left = match &self.config.handover {
+                Some(handover) if handed => !handover.offer(wake.fresh),
+                _ => handed,
+            };
+            (wake.work || left, handed)
+        } else {
+            // The attempts it recorded are given back uncommitted: pending
+            // and due, for the due query to find.
+            (true, false)
+        };
+        if commit.is_ok() && wake.webhooks {
+            // Before the answers: a job made before the change stops at
+            // once (`Wakeups::webhooks_version`).
+            self.config.wakeups.notify(false, true, false);
         }
-        self.wake = Wake::default();
         for c in completions {
             c(commit);
         }
-        if after_replica.is_empty() {
-            return;
-        }
-        match (&self.confirmer, commit) {
-            // Committed and fsynced: now the replica.
-            (Some(confirmer), Ok(())) => confirmer.confirm(after_replica),
-            _ => {
-                for c in after_replica {
-                    c(commit);
+        if !after_replica.is_empty() {
+            match (&self.confirmer, commit) {
+                // Committed and fsynced: now the replica.
+                (Some(confirmer), Ok(())) => confirmer.confirm(after_replica),
+                _ => {
+                    for c in after_replica {
+                        c(commit);
+                    }
                 }
             }
         }
+        notice
     }
 
     /// Opens the batch's transaction and applies `ops` in it. `None` when,
@@ -628,10 +662,14 @@ impl Writer {
                 Isolation::Savepoints => self.apply_in_savepoint(op),
                 Isolation::None => {
                     let before = self.conn.total_changes();
+                    let handed = self.wake.fresh.len();
                     let (ok, completion) = self.apply(op);
                     let wrote = self.conn.total_changes() != before;
                     if !ok && wrote && !self.conn.is_autocommit() {
                         return None;
+                    }
+                    if !ok {
+                        self.wake.fresh.truncate(handed);
                     }
                     completion
                 }
@@ -706,7 +744,12 @@ impl Writer {
             let refused = self.refuse(op);
             return Box::new(move |_| refused(Err(&e)));
         }
+        let handed = self.wake.fresh.len();
         let (ok, completion) = self.apply(op);
+        if !ok {
+            // Undone with the savepoint: nothing to hand over.
+            self.wake.fresh.truncate(handed);
+        }
         let ended = if ok {
             self.exec_cached("RELEASE op")
         } else {
@@ -737,6 +780,7 @@ impl Writer {
             wake: &mut self.wake,
             disable_after_ms: self.config.disable_after_ms,
             holds: &self.config.holds,
+            hand_over: self.config.handover.is_some(),
         };
         match op {
             WriteOp::Publish { event, only, reply } => {
@@ -845,6 +889,10 @@ mod tests {
     use super::*;
 
     fn writer_on(dir: &std::path::Path) -> Writer {
+        writer_with(dir, None)
+    }
+
+    fn writer_with(dir: &std::path::Path, handover: Option<Arc<Handover>>) -> Writer {
         let conn =
             super::super::open_writer_for(&dir.join("hookbox.db"), Replication::None).unwrap();
         conn.execute_batch(
@@ -860,6 +908,7 @@ mod tests {
                 disable_after_ms: 0,
                 wakeups: Wakeups::new().0,
                 holds: Default::default(),
+                handover,
                 replication: Replication::None,
                 ack_after_replica: None,
             },
@@ -896,14 +945,14 @@ mod tests {
     fn a_webhook_change_moves_the_version_before_its_flag_is_taken() {
         let (wakeups, woken) = Wakeups::new();
         let start = wakeups.webhooks_version();
-        wakeups.notify(true, false);
+        wakeups.notify(true, false, false);
         assert_eq!(
             wakeups.webhooks_version(),
             start,
             "new work is no webhook change"
         );
         assert!(!wakeups.take_webhooks());
-        wakeups.notify(false, true);
+        wakeups.notify(false, true, false);
         // Whoever takes the flag reads the new count (what a job made
         // before the change compares against).
         assert!(wakeups.take_webhooks());
@@ -955,6 +1004,72 @@ mod tests {
             ["evt_1", "evt_3"]
         );
         assert!(writer.conn.is_autocommit(), "the transaction is closed");
+    }
+
+    #[test]
+    fn a_batch_hands_over_held_exactly_the_deliveries_it_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let holds = Arc::new(Holds::default());
+        let handover = Arc::new(Handover::new(holds.clone()));
+        let mut writer = writer_with(dir.path(), Some(handover.clone()));
+        let (wakeups, woken) = Wakeups::new();
+        writer.config.wakeups = wakeups.clone();
+        writer.config.holds = holds.clone();
+        // A second webhook; evt_2's delivery to it is refused after its
+        // delivery to wh_a was written (and put up for hand-over).
+        writer
+            .conn
+            .execute_batch(
+                "INSERT INTO webhooks (id, url, secret, events, created_at, updated_at) \
+                   VALUES ('wh_b', 'https://b.example/', 's', '[\"*\"]', 1, 1); \
+                 CREATE TRIGGER refuse_evt_2 BEFORE INSERT ON deliveries \
+                 WHEN NEW.event_id = 'evt_2' AND NEW.webhook_id = 'wh_b' \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .unwrap();
+        writer.reload_subscriptions();
+        let ops: Vec<WriteOp> = ["evt_1", "evt_2", "evt_3"]
+            .into_iter()
+            .map(|id| publish(id, "profile.created").0)
+            .collect();
+        writer.commit_batch(&mut ops.into_iter().collect());
+
+        let mut handed: Vec<(String, String, String)> = handover
+            .take()
+            .into_iter()
+            .map(|f| {
+                assert_eq!(*f.payload, b"{}");
+                assert!(holds.is_held(&f.delivery_id), "{f:?}");
+                (f.event_id, f.webhook_id, f.delivery_id)
+            })
+            .collect();
+        handed.sort();
+        let mut committed: Vec<(String, String, String)> = writer
+            .conn
+            .prepare("SELECT event_id, webhook_id, id FROM deliveries")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        committed.sort();
+        assert_eq!(handed, committed);
+        let events: Vec<&str> = handed.iter().map(|(e, _, _)| e.as_str()).collect();
+        assert_eq!(events, ["evt_1", "evt_1", "evt_3", "evt_3"]);
+        // Handed over: the scheduler is woken, with nothing to look for.
+        assert!(woken.try_recv().is_ok());
+        assert!(!wakeups.take_work());
+    }
+
+    #[test]
+    fn without_a_hand_over_a_publish_tells_the_scheduler_to_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer_on(dir.path());
+        let (wakeups, woken) = Wakeups::new();
+        writer.config.wakeups = wakeups.clone();
+        writer.commit_batch(&mut vec![publish("evt_1", "profile.created").0]);
+        assert!(woken.try_recv().is_ok());
+        assert!(wakeups.take_work());
     }
 
     #[test]
