@@ -12,6 +12,7 @@ mod clock;
 mod config;
 mod delivery;
 mod envelope;
+mod headers;
 mod ids;
 mod logging;
 mod monitor;

@@ -617,6 +617,7 @@ fn alert_webhook(
                 updated_at: now,
                 previous_secret: None,
                 previous_secret_until: None,
+                headers: Default::default(),
             };
             let id = w.id.clone();
             writer

@@ -713,6 +713,7 @@ fn an_upgrade_migrates_the_older_packages_database_and_keeps_the_conffile_edit()
         assert!(
             new_lines.contains("database schema migrated to version 4")
                 && new_lines.contains("database schema migrated to version 5")
+                && new_lines.contains("database schema migrated to version 6")
                 && !new_lines.contains("version 3"),
             "{new_lines}"
         );
@@ -768,8 +769,8 @@ fn an_upgrade_migrates_the_older_packages_database_and_keeps_the_conffile_edit()
         assert_eq!(delivered, published);
     });
 
-    // The backup service checks the migrated database: schema version 5.
+    // The backup service checks the migrated database: schema version 6.
     c.ok("systemctl start hookbox-backup");
     let backup = c.journal("hookbox-backup");
-    assert!(backup.contains("schema version 5"), "{backup}");
+    assert!(backup.contains("schema version 6"), "{backup}");
 }

@@ -302,6 +302,7 @@ fn schema_checks_here_catch_a_wrong_answer() {
         "description": "", "max_attempts": null, "rate_limit_per_s": 5, "enabled": true,
         "disabled_reason": null, "created_at": "2025-01-21T22:20:56Z",
         "updated_at": "2025-01-21T22:20:56Z", "previous_secret_expires_at": null,
+        "header_names": ["X-Api-Key"],
     });
     assert_eq!(
         schema_errors(&doc, webhook, &good, "good"),
@@ -535,13 +536,16 @@ fn real_answers_match_their_documented_schemas() {
         &server,
         "PATCH",
         &format!("{webhooks}/{id}"),
-        Some(&json!({"max_attempts": 1, "rate_limit_per_s": null})),
+        Some(&json!({"max_attempts": 1, "rate_limit_per_s": null, "headers": {"X-Api-Key": "k"}})),
         Some(&server.token),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     conforms(&doc, "PATCH", one, &r);
     let r = server.get(&format!("{webhooks}/{id}/secret"));
     conforms(&doc, "GET", "/api/v1/webhooks/{id}/secret", &r);
+    let r = server.get(&format!("{webhooks}/{id}/headers"));
+    let headers = conforms(&doc, "GET", "/api/v1/webhooks/{id}/headers", &r);
+    assert_eq!(headers["headers"]["X-Api-Key"], "k");
     let r = server.post(&format!("{webhooks}/{id}/rotate-secret"), &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     let rotated = conforms(&doc, "POST", "/api/v1/webhooks/{id}/rotate-secret", &r);

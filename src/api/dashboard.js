@@ -600,6 +600,9 @@
           el('div', {class: 'url', text: w.url}),
           w.description ? el('div', {class: 'muted small', text: w.description}) : null,
           el('div', {class: 'chips'}, (Array.isArray(w.events) ? w.events : []).map((e) => el('span', {class: 'chip', text: e}))),
+          Array.isArray(w.header_names) && w.header_names.length
+            ? el('div', {class: 'muted small', text: 'Sends ' + w.header_names.join(', '), title: 'Custom headers (values are shown to admins at /api/v1/webhooks/{id}/headers)'})
+            : null,
           el('div', {class: 'muted tiny mono', text: w.id})),
         el('div', {class: 'row-side'},
           w.enabled

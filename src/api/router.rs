@@ -16,6 +16,7 @@ pub enum Endpoint {
     DeleteWebhook(String),
     RotateSecret(String),
     GetSecret(String),
+    GetHeaders(String),
     TestUrl,
     TestWebhook(String),
     ListEventTypes,
@@ -108,6 +109,8 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         (["webhooks", _, "test"], _) => return Err(ApiError::method_not_allowed(&["POST"])),
         (["webhooks", id, "secret"], Get) => Endpoint::GetSecret(id.to_string()),
         (["webhooks", _, "secret"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
+        (["webhooks", id, "headers"], Get) => Endpoint::GetHeaders(id.to_string()),
+        (["webhooks", _, "headers"], _) => return Err(ApiError::method_not_allowed(&["GET"])),
         (["tokens"], Get) => Endpoint::ListTokens,
         (["tokens"], Post) => Endpoint::CreateToken,
         (["tokens"], _) => return Err(ApiError::method_not_allowed(&["GET", "POST"])),
@@ -158,6 +161,7 @@ pub fn dispatch(ctx: &Ctx<'_>, endpoint: Endpoint) -> Result<Reply, ApiError> {
         Endpoint::RetryDelivery(id) => deliveries::retry(ctx, &id),
         Endpoint::RotateSecret(id) => webhooks::rotate_secret(ctx, &id),
         Endpoint::GetSecret(id) => webhooks::secret(ctx, &id),
+        Endpoint::GetHeaders(id) => webhooks::headers(ctx, &id),
         Endpoint::TestUrl => tester::test_url(ctx),
         Endpoint::TestWebhook(id) => tester::test_webhook(ctx, &id),
         Endpoint::ListTokens => tokens::list(ctx),
@@ -257,6 +261,7 @@ mod tests {
             Endpoint::RetryDelivery(String::new()),
             Endpoint::RotateSecret(String::new()),
             Endpoint::GetSecret(String::new()),
+            Endpoint::GetHeaders(String::new()),
             Endpoint::TestUrl,
             Endpoint::TestWebhook(String::new()),
             Endpoint::ListTokens,
@@ -281,8 +286,8 @@ mod tests {
                         | Endpoint::RetryDelivery(_)
                         | Endpoint::RevokeToken(_)
                 );
-            // Reading a webhook's secret is for admins only.
-            let secret = matches!(e, Endpoint::GetSecret(_));
+            // Reading a webhook's secret or custom headers is for admins only.
+            let secret = matches!(e, Endpoint::GetSecret(_) | Endpoint::GetHeaders(_));
             assert_eq!(e.allowed_for(Scope::Read), !writes && !secret, "{e:?}");
         }
     }

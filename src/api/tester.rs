@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::body::Fields;
 use super::events::{known_type, summary};
-use super::webhooks::{check_secret, check_target_and_events};
+use super::webhooks::{check_secret, check_target_and_events, custom_headers};
 use super::{ApiError, Ctx, Reply};
 use crate::catalog::EventType;
 use crate::clock;
@@ -87,7 +87,9 @@ fn sample(t: &EventType) -> Event {
     )
 }
 
-/// `POST /api/v1/webhooks/test {"event", "url", "secret"?, "checks"?}`.
+/// `POST /api/v1/webhooks/test {"event", "url", "secret"?, "headers"?, "checks"?}`:
+/// `headers` are custom headers as a webhook would have them (a receiver
+/// that wants its `X-Api-Key` can be tested before it is registered).
 pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let mut fields = Fields::parse(&ctx.body)?;
     let name = fields.required_string("event", 100);
@@ -97,6 +99,9 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         .string_array("checks", PROBES.len(), 50)
         .unwrap_or_default();
     let mut errors = Vec::new();
+    let headers = custom_headers(&mut fields, &mut errors)
+        .unwrap_or_default()
+        .to_request();
     let event_type = known_type(ctx, name.as_deref(), &mut errors);
     if let Some(Err(why)) = secret.as_deref().map(check_secret) {
         errors.push(FieldError::new("secret", "invalid", why));
@@ -125,6 +130,7 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let mut checks = vec![payload_check(&event_type, &payload)];
     let timestamp = clock::now_ms() / 1000;
     let message = Message {
+        headers: &headers,
         msg_id: &id,
         timestamp,
         signature: sign::header(std::slice::from_ref(&secret), &id, timestamp, &payload),
@@ -146,6 +152,7 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             (
                 "bad_signature",
                 Message {
+                    headers: &headers,
                     msg_id: &id,
                     timestamp: now,
                     signature,
@@ -158,6 +165,7 @@ pub fn test_url(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             (
                 "stale_timestamp",
                 Message {
+                    headers: &headers,
                     msg_id: &id,
                     timestamp: then,
                     signature,

@@ -6,6 +6,7 @@ use super::body::{Fields, Page};
 use super::{ApiError, Ctx, Reply};
 use crate::clock;
 use crate::delivery::{sign, target};
+use crate::headers::CustomHeaders;
 use crate::ids::{self, Kind};
 use crate::store::webhooks::{self, DisableReason, Patch, Webhook};
 use crate::validation::FieldError;
@@ -21,7 +22,8 @@ const RATE: std::ops::RangeInclusive<u32> = 1..=10_000;
 /// with its `signing_secret`: the `whsec_` form that the Standard Webhooks
 /// libraries decode to the same key (they base64-decode every secret, so a
 /// raw one such as `your-secret-key` fails there or, worse, gives them
-/// another key).
+/// another key). Custom headers by name only: their values are shown
+/// nowhere but `GET /api/v1/webhooks/{id}/headers`.
 pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
     let mut value = json!({
         "id": w.id,
@@ -35,6 +37,7 @@ pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
         "created_at": clock::rfc3339(w.created_at),
         "updated_at": clock::rfc3339(w.updated_at),
         "previous_secret_expires_at": previous_secret_expiry(w),
+        "header_names": w.headers.names(),
     });
     if with_secret {
         value["secret"] = json!(w.secret);
@@ -61,6 +64,18 @@ pub(super) fn check_secret(secret: &str) -> Result<(), String> {
         return Err("must not contain spaces or control characters".into());
     }
     Ok(())
+}
+
+/// The `headers` field, when present: `{"X-Api-Key": "…"}`, or `null` or
+/// `{}` for none.
+pub(super) fn custom_headers(
+    fields: &mut Fields,
+    errors: &mut Vec<FieldError>,
+) -> Option<CustomHeaders> {
+    match fields.take("headers")? {
+        serde_json::Value::Null => Some(CustomHeaders::default()),
+        value => CustomHeaders::from_json(&value, errors),
+    }
 }
 
 /// When the rotated-out secret stops signing, while it still does.
@@ -127,6 +142,7 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let rate_limit_per_s = fields.nullable_int("rate_limit_per_s", RATE).flatten();
     let enabled = fields.bool("enabled");
     let mut errors = Vec::new();
+    let headers = custom_headers(&mut fields, &mut errors);
     if let Some(Err(why)) = secret.as_deref().map(check_secret) {
         errors.push(FieldError::new("secret", "invalid", why));
     }
@@ -152,6 +168,7 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         updated_at: now,
         previous_secret: None,
         previous_secret_until: None,
+        headers: headers.unwrap_or_default(),
     };
     ctx.state
         .writer
@@ -206,6 +223,7 @@ pub fn update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     }
     let url = fields.string("url", 4096);
     let events = fields.string_array("events", MAX_EVENTS, 200);
+    let headers = custom_headers(&mut fields, &mut errors);
     let patch = Patch {
         description: fields.string("description", MAX_DESCRIPTION),
         max_attempts: fields.nullable_int("max_attempts", ATTEMPTS),
@@ -213,6 +231,7 @@ pub fn update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         enabled: fields.bool("enabled"),
         url: check_target_and_events(ctx, url, events.as_deref(), &mut errors),
         events,
+        headers,
     };
     fields.finish(errors)?;
     let webhook = ctx
@@ -276,6 +295,19 @@ pub fn rotate_secret(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
             .writer
             .rotate_secret(id.to_owned(), secret, until, ctx.actor.clone())?;
     Ok(Reply::json(200, &to_json(&found(id, webhook)?, true)))
+}
+
+/// `GET /api/v1/webhooks/{id}/headers` (admin only): the custom headers
+/// with their values, `{"headers": {"X-Api-Key": "…"}}`.
+pub fn headers(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    if !Kind::Webhook.matches(id) {
+        return Err(ApiError::not_found(&format!("webhook {id}")));
+    }
+    let webhook = found(id, ctx.state.reads.with(|conn| webhooks::get(conn, id))?)?;
+    Ok(Reply::json(
+        200,
+        &json!({"headers": webhook.headers.to_json()}),
+    ))
 }
 
 /// `GET /api/v1/webhooks/{id}/secret` (admin only): the current secret,

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
 use rusqlite::Connection;
+use ureq::http::header::{HeaderName, HeaderValue};
 
 use super::worker::{Delivery, Done, Job};
 use crate::clock;
@@ -88,6 +89,8 @@ struct Hook {
     secrets: Arc<[String]>,
     /// The current secret alone, once the rotated-out one has stopped.
     current_secret: Arc<[String]>,
+    /// Custom headers, shared with every job like the URL.
+    headers: Arc<[(HeaderName, HeaderValue)]>,
     /// When the rotated-out secret stops signing (Unix ms), if there is one.
     previous_until: Option<i64>,
     enabled: bool,
@@ -347,6 +350,7 @@ impl Scheduler {
                         )
                         .collect(),
                     url: w.url.into(),
+                    headers: w.headers.to_request().into(),
                     enabled: w.enabled,
                     max_attempts: w.max_attempts.unwrap_or(self.limits.default_max_attempts),
                     rate_per_s: rate,
@@ -498,6 +502,7 @@ impl Scheduler {
                     webhook_id: webhook_id.clone(),
                     url: hook.url.clone(),
                     secrets: hook.signing_secrets(clock::now_ms()),
+                    headers: hook.headers.clone(),
                     max_attempts: hook.max_attempts,
                     live: hook.live.clone(),
                     version: self.version,

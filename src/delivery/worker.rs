@@ -43,6 +43,8 @@ pub struct Job {
     pub url: Arc<str>,
     /// The current secret, and the rotated-out one while it still signs.
     pub secrets: Arc<[String]>,
+    /// The webhook's custom headers, shared like the URL.
+    pub headers: Arc<[(HeaderName, HeaderValue)]>,
     pub max_attempts: u32,
     /// Cleared when the webhook may no longer be sent to (disabled, deleted,
     /// answered 410): the job's remaining deliveries are handed back unsent.
@@ -160,6 +162,7 @@ pub fn send(
         &delivery.payload,
     );
     let message = Message {
+        headers: &job.headers,
         msg_id: &delivery.event_id,
         timestamp,
         signature,
@@ -171,6 +174,9 @@ pub fn send(
 /// One request as a receiver gets it: the Standard Webhooks headers and the
 /// body. The tester sends deliberately wrong ones through the same path.
 pub struct Message<'a> {
+    /// The webhook's custom headers (`crate::headers`), none of which can
+    /// be one of those set below.
+    pub headers: &'a [(HeaderName, HeaderValue)],
     pub msg_id: &'a str,
     /// Unix seconds.
     pub timestamp: i64,
@@ -189,8 +195,11 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// POSTs `message` to `url` and reports what happened; `Retry-After` is
 /// capped at `retry_cap`.
 pub fn post(agent: &ureq::Agent, url: &str, message: &Message<'_>, retry_cap: Duration) -> Outcome {
-    let result = agent
-        .post(url)
+    let mut request = agent.post(url);
+    for (name, value) in message.headers {
+        request = request.header(name, value);
+    }
+    let result = request
         .header(CONTENT_TYPE, JSON)
         .header(WEBHOOK_ID, message.msg_id)
         .header(WEBHOOK_TIMESTAMP, HeaderValue::from(message.timestamp))

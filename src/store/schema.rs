@@ -185,6 +185,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_webhook ON deliveries (webhook_id, status, id);
     CREATE INDEX deliveries_webhook_due ON deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
     "#,
+    // 6: custom headers per webhook, sent with every delivery. Their values
+    // are credentials, kept like the secret (never listed, logged or audited).
+    r#"
+    ALTER TABLE webhooks ADD COLUMN headers TEXT NOT NULL DEFAULT '[]';  -- JSON [[name, value], ...]
+    "#,
 ];
 
 /// The schema version this binary writes.

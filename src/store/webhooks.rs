@@ -14,6 +14,7 @@ use super::audit::{self, Actor, AuditAction};
 use super::writer::{Tx, WriteOp, WriterHandle};
 use super::{Context, StoreError};
 use crate::clock;
+use crate::headers::CustomHeaders;
 
 /// Why a webhook is disabled: the API's `disabled_reason`, stored as its
 /// text in the `disabled_reason` column.
@@ -105,11 +106,13 @@ pub struct Webhook {
     /// `previous_secret_until` (Unix ms).
     pub previous_secret: Option<String>,
     pub previous_secret_until: Option<i64>,
+    /// Sent with every delivery; the values are kept like the secret.
+    pub headers: CustomHeaders,
 }
 
 const COLUMNS: &str = "id, url, description, secret, events, max_attempts, rate_limit_per_s, \
                        enabled, disabled_reason, created_at, updated_at, previous_secret, \
-                       previous_secret_until";
+                       previous_secret_until, headers";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
     let events: String = row.get(4)?;
@@ -127,6 +130,16 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
         updated_at: row.get(10)?,
         previous_secret: row.get(11)?,
         previous_secret_until: row.get(12)?,
+        headers: {
+            let text: String = row.get(13)?;
+            CustomHeaders::from_stored(&text).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    13,
+                    rusqlite::types::Type::Text,
+                    "the headers column is not a list of [name, value] pairs".into(),
+                )
+            })?
+        },
     })
 }
 
@@ -137,7 +150,7 @@ fn events_json(events: &[String]) -> String {
 pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
         "INSERT INTO webhooks ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -153,7 +166,8 @@ pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
             w.created_at,
             w.updated_at,
             w.previous_secret,
-            w.previous_secret_until
+            w.previous_secret_until,
+            w.headers.to_stored()
         ])
     })
     .context("inserting webhook")?;
@@ -165,8 +179,8 @@ pub fn update(conn: &Connection, w: &Webhook) -> Result<bool, StoreError> {
     let changed = conn
         .prepare_cached(
             "UPDATE webhooks SET url = ?2, description = ?3, events = ?4, max_attempts = ?5, \
-             rate_limit_per_s = ?6, enabled = ?7, disabled_reason = ?8, updated_at = ?9 \
-             WHERE id = ?1 AND deleted_at IS NULL",
+             rate_limit_per_s = ?6, enabled = ?7, disabled_reason = ?8, updated_at = ?9, \
+             headers = ?10 WHERE id = ?1 AND deleted_at IS NULL",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -178,7 +192,8 @@ pub fn update(conn: &Connection, w: &Webhook) -> Result<bool, StoreError> {
                 w.rate_limit_per_s,
                 w.enabled,
                 w.disabled_reason,
-                w.updated_at
+                w.updated_at,
+                w.headers.to_stored()
             ])
         })
         .context("updating webhook")?;
@@ -250,6 +265,8 @@ pub struct Patch {
     pub max_attempts: Option<Option<u32>>,
     pub rate_limit_per_s: Option<Option<u32>>,
     pub enabled: Option<bool>,
+    /// The whole new set of custom headers (`{}` removes them all).
+    pub headers: Option<CustomHeaders>,
 }
 
 impl Patch {
@@ -283,6 +300,10 @@ impl Patch {
         if self.enabled.is_some_and(|e| e != w.enabled) {
             changed.push("enabled");
         }
+        // Only that they changed: the values are credentials.
+        if self.headers.as_ref().is_some_and(|h| *h != w.headers) {
+            changed.push("headers");
+        }
         (!changed.is_empty()).then(|| format!("changed {}", changed.join(", ")))
     }
 
@@ -301,6 +322,9 @@ impl Patch {
         }
         if let Some(rate) = self.rate_limit_per_s {
             w.rate_limit_per_s = rate;
+        }
+        if let Some(headers) = self.headers {
+            w.headers = headers;
         }
         if let Some(enabled) = self.enabled {
             if enabled && !w.enabled {
@@ -459,7 +483,7 @@ pub(super) fn apply_create(
     actor: &Actor,
 ) -> Result<(), StoreError> {
     insert(tx.conn, &webhook)?;
-    let summary = format!(
+    let mut summary = format!(
         "created webhook for {} ({})",
         webhook.events.join(", "),
         if webhook.enabled {
@@ -468,6 +492,12 @@ pub(super) fn apply_create(
             "disabled"
         }
     );
+    // How many, never their values (nor names, which the listings show).
+    match webhook.headers.names().len() {
+        0 => {}
+        1 => summary.push_str(" with 1 custom header"),
+        n => summary.push_str(&format!(" with {n} custom headers")),
+    }
     audit::record(
         tx.conn,
         actor,

@@ -1109,6 +1109,7 @@ mod tests {
             updated_at: 0,
             previous_secret: None,
             previous_secret_until: None,
+            headers: Default::default(),
         };
         subs.upsert(&hook("wh_b", &["item.*"]));
         subs.upsert(&hook("wh_a", &["*"]));
