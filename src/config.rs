@@ -56,6 +56,68 @@ pub enum Command {
     /// Check a captured webhook request's signature (body on standard input),
     /// as a receiver should; exit 1 unless it verifies and is recent.
     Verify(VerifyArgs),
+    /// Publish an event to a running hookbox: the catalog's example of
+    /// EVENT_TYPE, or the data given.
+    Trigger(TriggerArgs),
+    /// Forward the events a running hookbox stores, signed as a webhook's
+    /// deliveries are, to a local receiver: develop a receiver without
+    /// exposing a port to hookbox.
+    Listen(ListenArgs),
+}
+
+/// How the `trigger` and `listen` commands reach a running hookbox.
+#[derive(Debug, Args, Clone)]
+pub struct RemoteArgs {
+    /// The running hookbox's base URL.
+    #[arg(long, env = "HOOKBOX_API", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// An API token; without it, the admin token hookbox wrote at first
+    /// start beside --db (`<db>.admin-token`) is used. Prefer the variable:
+    /// a command line is visible to other local users.
+    #[arg(long, env = "HOOKBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The event type, e.g. item.sold.
+    #[arg(env = "HOOKBOX_EVENT_TYPE")]
+    pub event_type: String,
+    /// The event's data as a JSON object, instead of the catalog's example.
+    #[arg(long, env = "HOOKBOX_DATA")]
+    pub data: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Where to POST each event, e.g. http://localhost:3000/webhooks.
+    #[arg(long, env = "HOOKBOX_FORWARD_TO")]
+    pub forward_to: String,
+    /// Forward as this webhook's deliveries: its event types, its secret and
+    /// its custom headers (needs an admin token).
+    #[arg(long, env = "HOOKBOX_WEBHOOK")]
+    pub webhook: Option<String>,
+    /// Event types to forward: names, `*` or prefixes such as `item.*`
+    /// (repeat or separate with commas); default every type, or the
+    /// webhook's.
+    #[arg(long, env = "HOOKBOX_EVENTS", value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// The secret to sign with; by default the webhook's, or a new one
+    /// printed at start.
+    #[arg(long, env = "HOOKBOX_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Stop after forwarding this many events (default: until interrupted).
+    #[arg(long, env = "HOOKBOX_COUNT")]
+    pub count: Option<u64>,
+    /// How often to ask hookbox for new events.
+    #[arg(long, env = "HOOKBOX_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]

@@ -108,6 +108,24 @@ pub fn new(kind: Kind) -> String {
     encode(kind.prefix(), value)
 }
 
+/// The smallest id of `kind` made at `ms` (Unix milliseconds) or later:
+/// every id made earlier sorts before it.
+pub fn floor(kind: Kind, ms: i64) -> String {
+    encode(kind.prefix(), (ms.max(0) as u128) << 80)
+}
+
+/// When an id of `kind` was made (Unix milliseconds), if it is one.
+pub fn time_ms(kind: Kind, id: &str) -> Option<i64> {
+    if !kind.matches(id) {
+        return None;
+    }
+    let value = id[kind.prefix().len()..].bytes().fold(0u128, |acc, b| {
+        let digit = ALPHABET.iter().position(|a| *a == b).unwrap_or(0) as u128;
+        (acc << 5) | digit
+    });
+    i64::try_from(value >> 80).ok()
+}
+
 fn encode(prefix: &str, value: u128) -> String {
     let mut out = String::with_capacity(prefix.len() + 26);
     out.push_str(prefix);
@@ -141,6 +159,17 @@ mod tests {
             assert!(encode("x_", pair[0]) < encode("x_", pair[1]));
         }
         assert_eq!(encode("", 0), "0".repeat(26));
+    }
+
+    #[test]
+    fn a_floor_sorts_between_the_ids_before_and_after_its_time() {
+        let id = new(Kind::Event);
+        let at = time_ms(Kind::Event, &id).unwrap();
+        assert!((at - crate::clock::now_ms()).abs() < 1000, "{at}");
+        assert!(floor(Kind::Event, at) <= id);
+        assert!(floor(Kind::Event, at + 1) > id);
+        assert_eq!(time_ms(Kind::Event, &floor(Kind::Event, at)), Some(at));
+        assert_eq!(time_ms(Kind::Webhook, &id), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod ids;
 mod logging;
 mod monitor;
 mod notify;
+mod remote;
 mod retention;
 mod secrets;
 mod serve;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
         Command::Check(args) => admin::check(&args.db),
         Command::Backup(args) => admin::backup(&args.db.db, &args.dest, args.force),
         Command::Verify(args) => admin::verify(&args),
+        Command::Trigger(args) => remote::trigger(&args),
+        Command::Listen(args) => remote::listen(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

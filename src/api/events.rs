@@ -448,8 +448,15 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let page = Page::from_query(&ctx.query, Kind::Event, &mut errors);
     let mut filter = catalog::Filter::All;
     let mut since = None;
+    let mut after = None;
     for (key, value) in &ctx.query {
         match key.as_str() {
+            "after" if Kind::Event.matches(value) => after = Some(value.as_str()),
+            "after" => errors.push(FieldError::new(
+                "after",
+                "invalid",
+                "must be an event id (evt_…)",
+            )),
             "event" => match catalog::Filter::parse(value) {
                 catalog::Filter::Prefix(p) if !p.ends_with('.') => errors.push(FieldError::new(
                     "event",
@@ -462,15 +469,29 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             _ => {}
         }
     }
+    if after.is_some() && page.cursor.is_some() {
+        errors.push(FieldError::new(
+            "after",
+            "conflict",
+            "cannot be combined with cursor: after lists oldest first, a cursor pages newest first",
+        ));
+    }
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let rows = ctx.state.reads.with(|conn| {
-        store::list_events(conn, &filter, since, page.cursor.as_deref(), page.limit + 1)
-    })?;
+    let from = match after {
+        Some(after) => store::EventsFrom::After(after),
+        None => store::EventsFrom::Newest(page.cursor.as_deref()),
+    };
+    let rows = ctx
+        .state
+        .reads
+        .with(|conn| store::list_events(conn, &filter, since, from, page.limit + 1))?;
     let more = rows.len() > page.limit;
     let rows = &rows[..rows.len().min(page.limit)];
-    let next_cursor = if more {
+    // Following new events (`after`), the next page is asked for with the
+    // last id as `after`: no cursor.
+    let next_cursor = if more && after.is_none() {
         rows.last().map(|e| e.id.as_str())
     } else {
         None

@@ -97,11 +97,20 @@ pub fn get_event(conn: &Connection, id: &str) -> Result<Option<Event>, StoreErro
 /// an index for each: `events_type (event_type, id)` serves an exact type
 /// in id order and a prefix as a range; `since` and the cursor bound the
 /// primary key. (`?N IS NULL OR ...` conditions would defeat the planner.)
+/// Where a listing of events starts, and which way it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum EventsFrom<'a> {
+    /// Newest first, older than the cursor (an id) if one is given.
+    Newest(Option<&'a str>),
+    /// Oldest first, newer than this id (`?after=`: following new events).
+    After(&'a str),
+}
+
 pub fn list_events(
     conn: &Connection,
     filter: &Filter,
     since: Option<i64>,
-    cursor: Option<&str>,
+    from: EventsFrom<'_>,
     limit: usize,
 ) -> Result<Vec<Event>, StoreError> {
     let mut conditions: Vec<&str> = Vec::new();
@@ -127,16 +136,26 @@ pub fn list_events(
         conditions.push("created_at >= ?");
         values.push(since.into());
     }
-    if let Some(cursor) = cursor {
-        conditions.push("id < ?");
-        values.push(cursor.to_owned().into());
+    match from {
+        EventsFrom::Newest(Some(cursor)) => {
+            conditions.push("id < ?");
+            values.push(cursor.to_owned().into());
+        }
+        EventsFrom::Newest(None) => {}
+        EventsFrom::After(after) => {
+            conditions.push("id > ?");
+            values.push(after.to_owned().into());
+        }
     }
     let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events");
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    sql.push_str(match from {
+        EventsFrom::Newest(_) => " ORDER BY id DESC LIMIT ?",
+        EventsFrom::After(_) => " ORDER BY id ASC LIMIT ?",
+    });
     values.push((limit as i64).into());
     conn.prepare_cached(&sql)
         .and_then(|mut stmt| {
