@@ -745,8 +745,14 @@ impl Client {
         *self = Client::connect(self.addr, &self.token);
     }
 
+    /// A webhook for every event; with `HOOKBOX_BENCH_FILTER` (a content
+    /// filter, e.g. `[{"path":"data.item_id","eq":"9a8b…"}]`), one that the
+    /// writer checks each event's data against.
     fn create_webhook(&mut self, url: &str) {
-        let body = format!(r#"{{"url":"{url}","events":["*"]}}"#);
+        let body = match std::env::var("HOOKBOX_BENCH_FILTER") {
+            Ok(filter) => format!(r#"{{"url":"{url}","events":["*"],"filter":{filter}}}"#),
+            Err(_) => format!(r#"{{"url":"{url}","events":["*"]}}"#),
+        };
         let request = self.request("POST", "/api/v1/webhooks", &body);
         let (status, _) = self.exchange(&request).expect("create webhook");
         assert_eq!(status, 201, "creating a webhook");

@@ -10,6 +10,7 @@ mod api;
 mod catalog;
 mod clock;
 mod config;
+mod content_filter;
 mod delivery;
 mod envelope;
 mod headers;

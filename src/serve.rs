@@ -618,6 +618,7 @@ fn alert_webhook(
                 previous_secret: None,
                 previous_secret_until: None,
                 headers: Default::default(),
+                filter: Default::default(),
             };
             let id = w.id.clone();
             writer

@@ -254,8 +254,10 @@ fn patching_headers_replaces_the_set_and_the_next_delivery_sends_the_new_one() {
     assert_eq!(second.header("x-new"), Some("2"), "{second:?}");
     assert_eq!(second.header("x-kept"), Some("k"), "{second:?}");
 
-    // A PATCH without headers keeps them; `{}` removes them all.
+    // A PATCH without headers, or with null, keeps them; `{}` removes them all.
     let r = server.request("PATCH", &path, Some(&json!({"description": "still keyed"})));
+    assert_eq!(r.json()["header_names"], json!(["X-Kept", "X-New"]));
+    let r = server.request("PATCH", &path, Some(&json!({"headers": null})));
     assert_eq!(r.json()["header_names"], json!(["X-Kept", "X-New"]));
     let r = server.request("PATCH", &path, Some(&json!({"headers": {}})));
     assert_eq!(r.json()["header_names"], json!([]));

@@ -714,6 +714,7 @@ fn an_upgrade_migrates_the_older_packages_database_and_keeps_the_conffile_edit()
             new_lines.contains("database schema migrated to version 4")
                 && new_lines.contains("database schema migrated to version 5")
                 && new_lines.contains("database schema migrated to version 6")
+                && new_lines.contains("database schema migrated to version 7")
                 && !new_lines.contains("version 3"),
             "{new_lines}"
         );
@@ -769,8 +770,8 @@ fn an_upgrade_migrates_the_older_packages_database_and_keeps_the_conffile_edit()
         assert_eq!(delivered, published);
     });
 
-    // The backup service checks the migrated database: schema version 6.
+    // The backup service checks the migrated database: schema version 7.
     c.ok("systemctl start hookbox-backup");
     let backup = c.journal("hookbox-backup");
-    assert!(backup.contains("schema version 6"), "{backup}");
+    assert!(backup.contains("schema version 7"), "{backup}");
 }

@@ -600,6 +600,9 @@
           el('div', {class: 'url', text: w.url}),
           w.description ? el('div', {class: 'muted small', text: w.description}) : null,
           el('div', {class: 'chips'}, (Array.isArray(w.events) ? w.events : []).map((e) => el('span', {class: 'chip', text: e}))),
+          Array.isArray(w.filter) && w.filter.length
+            ? el('div', {class: 'muted small', text: 'Only when ' + w.filter.map(filterText).join(' and ')})
+            : null,
           Array.isArray(w.header_names) && w.header_names.length
             ? el('div', {class: 'muted small', text: 'Sends ' + w.header_names.join(', '), title: 'Custom headers (values are shown to admins at /api/v1/webhooks/{id}/headers)'})
             : null,
@@ -612,6 +615,15 @@
           el('div', {class: 'stat'}, el('span', {class: 'stat-label', text: 'Success, 24 h'}), rateNode),
           queue && queue.pending ? el('div', {class: 'muted small', text: `${count(queue.pending)} pending · oldest ${duration(queue.oldest_pending_age_s)}`}) : null));
     })));
+  }
+
+  // One condition of a webhook's content filter, as words.
+  function filterText(c) {
+    if ('eq' in c) return `${c.path} = ${JSON.stringify(c.eq)}`;
+    if ('in' in c) return `${c.path} in ${JSON.stringify(c.in)}`;
+    if ('prefix' in c) return `${c.path} starts with ${JSON.stringify(c.prefix)}`;
+    if ('exists' in c) return c.exists ? `${c.path} is set` : `${c.path} is not set`;
+    return c.path;
   }
 
   // A meter fill whose width is set through the CSSOM (allowed by the CSP,

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::body::{Fields, Page};
 use super::{ApiError, Ctx, Reply};
 use crate::clock;
+use crate::content_filter::ContentFilter;
 use crate::delivery::{sign, target};
 use crate::headers::CustomHeaders;
 use crate::ids::{self, Kind};
@@ -38,6 +39,7 @@ pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
         "updated_at": clock::rfc3339(w.updated_at),
         "previous_secret_expires_at": previous_secret_expiry(w),
         "header_names": w.headers.names(),
+        "filter": w.filter.to_json(),
     });
     if with_secret {
         value["secret"] = json!(w.secret);
@@ -66,15 +68,42 @@ pub(super) fn check_secret(secret: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `headers` field, when present: `{"X-Api-Key": "…"}`, or `null` or
-/// `{}` for none.
+/// The `headers` field, when present and not null: `{"X-Api-Key": "…"}`,
+/// or `{}` for none.
 pub(super) fn custom_headers(
     fields: &mut Fields,
     errors: &mut Vec<FieldError>,
 ) -> Option<CustomHeaders> {
     match fields.take("headers")? {
-        serde_json::Value::Null => Some(CustomHeaders::default()),
+        serde_json::Value::Null => None,
         value => CustomHeaders::from_json(&value, errors),
+    }
+}
+
+/// The `filter` field, when present and not null, checked against the
+/// schemas of the types `events` subscribes to; `[]` for none.
+fn content_filter(
+    ctx: &Ctx<'_>,
+    given: Option<serde_json::Value>,
+    events: &[String],
+    errors: &mut Vec<FieldError>,
+) -> Option<ContentFilter> {
+    match given? {
+        serde_json::Value::Null => None,
+        value => {
+            let filters: Vec<crate::catalog::Filter> = events
+                .iter()
+                .map(|e| crate::catalog::Filter::parse(e))
+                .collect();
+            let types: Vec<_> = ctx
+                .state
+                .catalog
+                .list()
+                .into_iter()
+                .filter(|t| filters.iter().any(|f| f.matches(&t.name)))
+                .collect();
+            ContentFilter::from_json(&value, &types, errors)
+        }
     }
 }
 
@@ -143,6 +172,12 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let enabled = fields.bool("enabled");
     let mut errors = Vec::new();
     let headers = custom_headers(&mut fields, &mut errors);
+    let filter = content_filter(
+        ctx,
+        fields.take("filter"),
+        events.as_deref().unwrap_or_default(),
+        &mut errors,
+    );
     if let Some(Err(why)) = secret.as_deref().map(check_secret) {
         errors.push(FieldError::new("secret", "invalid", why));
     }
@@ -169,6 +204,7 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         previous_secret: None,
         previous_secret_until: None,
         headers: headers.unwrap_or_default(),
+        filter: filter.unwrap_or_default(),
     };
     ctx.state
         .writer
@@ -224,6 +260,29 @@ pub fn update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     let url = fields.string("url", 4096);
     let events = fields.string_array("events", MAX_EVENTS, 200);
     let headers = custom_headers(&mut fields, &mut errors);
+    let given_filter = fields.take("filter").filter(|v| !v.is_null());
+    // A new filter is checked against the types subscribed after the
+    // change; new types, against the filter the webhook keeps.
+    let filter = if given_filter.is_some() || events.is_some() {
+        let current = ctx.state.reads.with(|conn| webhooks::get(conn, id))?;
+        let current = found(id, current)?;
+        let subscribed = events.clone().unwrap_or_else(|| current.events.clone());
+        match given_filter {
+            Some(given) => content_filter(ctx, Some(given), &subscribed, &mut errors),
+            None if !current.filter.is_empty() => {
+                content_filter(
+                    ctx,
+                    Some(current.filter.to_json()),
+                    &subscribed,
+                    &mut errors,
+                );
+                None
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
     let patch = Patch {
         description: fields.string("description", MAX_DESCRIPTION),
         max_attempts: fields.nullable_int("max_attempts", ATTEMPTS),
@@ -232,6 +291,7 @@ pub fn update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         url: check_target_and_events(ctx, url, events.as_deref(), &mut errors),
         events,
         headers,
+        filter,
     };
     fields.finish(errors)?;
     let webhook = ctx

@@ -706,6 +706,18 @@ impl WriterHandle {
 /// Stores `event` with one delivery per webhook whose filters match it, or
 /// to the webhook `only` names (a test event, audited as by its actor).
 /// The writer keeps its changes only when it answers `Created`.
+/// The `data` of a stored envelope (`null` if it has none).
+fn envelope_data(payload: &[u8]) -> serde_json::Value {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        data: serde_json::Value,
+    }
+    serde_json::from_slice::<Envelope>(payload)
+        .map(|e| e.data)
+        .unwrap_or_default()
+}
+
 pub(super) fn apply_publish(
     tx: &mut Tx<'_>,
     mut event: Event,
@@ -722,8 +734,23 @@ pub(super) fn apply_publish(
         });
     }
     let targets: Vec<&str> = match &only {
+        // A test event goes to its webhook whatever its filters.
         Some((id, _)) => tx.subscriptions.get(id).into_iter().collect(),
-        None => tx.subscriptions.matching(&event.event_type).collect(),
+        None => {
+            // The data is read from the stored envelope once, and only
+            // when a subscribed webhook has a content filter.
+            let mut data: Option<serde_json::Value> = None;
+            tx.subscriptions
+                .matching(&event.event_type)
+                .filter(|(_, content)| {
+                    content.is_none_or(|filter| {
+                        let data = data.get_or_insert_with(|| envelope_data(&event.payload));
+                        filter.matches(data)
+                    })
+                })
+                .map(|(id, _)| id)
+                .collect()
+        }
     };
     if only.is_some() && targets.is_empty() {
         return Ok(PublishOutcome::NoSuchWebhook);

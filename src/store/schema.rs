@@ -190,6 +190,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE webhooks ADD COLUMN headers TEXT NOT NULL DEFAULT '[]';  -- JSON [[name, value], ...]
     "#,
+    // 7: content filters: a webhook gets only the events whose data match
+    // every condition (`content_filter.rs`).
+    r#"
+    ALTER TABLE webhooks ADD COLUMN filter TEXT NOT NULL DEFAULT '[]';   -- JSON [{"path": "data.x", "eq": ...}, ...]
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -14,6 +14,7 @@ use super::audit::{self, Actor, AuditAction};
 use super::writer::{Tx, WriteOp, WriterHandle};
 use super::{Context, StoreError};
 use crate::clock;
+use crate::content_filter::ContentFilter;
 use crate::headers::CustomHeaders;
 
 /// Why a webhook is disabled: the API's `disabled_reason`, stored as its
@@ -108,11 +109,13 @@ pub struct Webhook {
     pub previous_secret_until: Option<i64>,
     /// Sent with every delivery; the values are kept like the secret.
     pub headers: CustomHeaders,
+    /// Only events whose data match are delivered; empty: every event.
+    pub filter: ContentFilter,
 }
 
 const COLUMNS: &str = "id, url, description, secret, events, max_attempts, rate_limit_per_s, \
                        enabled, disabled_reason, created_at, updated_at, previous_secret, \
-                       previous_secret_until, headers";
+                       previous_secret_until, headers, filter";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
     let events: String = row.get(4)?;
@@ -140,6 +143,16 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
                 )
             })?
         },
+        filter: {
+            let text: String = row.get(14)?;
+            ContentFilter::from_stored(&text).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    14,
+                    rusqlite::types::Type::Text,
+                    "the filter column is not a list of conditions".into(),
+                )
+            })?
+        },
     })
 }
 
@@ -150,7 +163,7 @@ fn events_json(events: &[String]) -> String {
 pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
         "INSERT INTO webhooks ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     ))
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -167,7 +180,8 @@ pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
             w.updated_at,
             w.previous_secret,
             w.previous_secret_until,
-            w.headers.to_stored()
+            w.headers.to_stored(),
+            w.filter.to_json().to_string()
         ])
     })
     .context("inserting webhook")?;
@@ -180,7 +194,7 @@ pub fn update(conn: &Connection, w: &Webhook) -> Result<bool, StoreError> {
         .prepare_cached(
             "UPDATE webhooks SET url = ?2, description = ?3, events = ?4, max_attempts = ?5, \
              rate_limit_per_s = ?6, enabled = ?7, disabled_reason = ?8, updated_at = ?9, \
-             headers = ?10 WHERE id = ?1 AND deleted_at IS NULL",
+             headers = ?10, filter = ?11 WHERE id = ?1 AND deleted_at IS NULL",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -193,7 +207,8 @@ pub fn update(conn: &Connection, w: &Webhook) -> Result<bool, StoreError> {
                 w.enabled,
                 w.disabled_reason,
                 w.updated_at,
-                w.headers.to_stored()
+                w.headers.to_stored(),
+                w.filter.to_json().to_string()
             ])
         })
         .context("updating webhook")?;
@@ -267,6 +282,8 @@ pub struct Patch {
     pub enabled: Option<bool>,
     /// The whole new set of custom headers (`{}` removes them all).
     pub headers: Option<CustomHeaders>,
+    /// The new content filter (`[]` removes it).
+    pub filter: Option<ContentFilter>,
 }
 
 impl Patch {
@@ -304,6 +321,9 @@ impl Patch {
         if self.headers.as_ref().is_some_and(|h| *h != w.headers) {
             changed.push("headers");
         }
+        if self.filter.as_ref().is_some_and(|f| *f != w.filter) {
+            changed.push("filter");
+        }
         (!changed.is_empty()).then(|| format!("changed {}", changed.join(", ")))
     }
 
@@ -325,6 +345,9 @@ impl Patch {
         }
         if let Some(headers) = self.headers {
             w.headers = headers;
+        }
+        if let Some(filter) = self.filter {
+            w.filter = filter;
         }
         if let Some(enabled) = self.enabled {
             if enabled && !w.enabled {
@@ -497,6 +520,9 @@ pub(super) fn apply_create(
         0 => {}
         1 => summary.push_str(" with 1 custom header"),
         n => summary.push_str(&format!(" with {n} custom headers")),
+    }
+    if !webhook.filter.is_empty() {
+        summary.push_str(" and a content filter");
     }
     audit::record(
         tx.conn,

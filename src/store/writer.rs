@@ -50,6 +50,7 @@ use super::webhooks::{self, Patch, Webhook};
 use super::{Context, Replication, StoreError, answer, deliveries, event_types};
 use crate::catalog::Filter;
 use crate::clock;
+use crate::content_filter::ContentFilter;
 
 // What callers exchange with the writer, where they have always imported
 // it from.
@@ -337,8 +338,8 @@ pub fn spawn(
     Ok((WriterHandle { ops: tx }, handle))
 }
 
-/// The live webhooks' filters, in id order.
-pub(super) struct Subscriptions(Vec<(String, Vec<Filter>)>);
+/// The live webhooks' event-type filters and content filters, in id order.
+pub(super) struct Subscriptions(Vec<(String, Vec<Filter>, Option<ContentFilter>)>);
 
 impl Subscriptions {
     fn load(conn: &Connection) -> Result<Subscriptions, StoreError> {
@@ -351,33 +352,39 @@ impl Subscriptions {
 
     pub(super) fn upsert(&mut self, w: &Webhook) {
         let filters = w.events.iter().map(|e| Filter::parse(e)).collect();
-        match self.0.binary_search_by(|(id, _)| id.as_str().cmp(&w.id)) {
-            Ok(i) => self.0[i].1 = filters,
-            Err(i) => self.0.insert(i, (w.id.clone(), filters)),
+        let content = (!w.filter.is_empty()).then(|| w.filter.clone());
+        match self.0.binary_search_by(|(id, _, _)| id.as_str().cmp(&w.id)) {
+            Ok(i) => {
+                self.0[i].1 = filters;
+                self.0[i].2 = content;
+            }
+            Err(i) => self.0.insert(i, (w.id.clone(), filters, content)),
         }
     }
 
     pub(super) fn get(&self, id: &str) -> Option<&str> {
         self.0
-            .binary_search_by(|(w, _)| w.as_str().cmp(id))
+            .binary_search_by(|(w, _, _)| w.as_str().cmp(id))
             .ok()
             .map(|i| self.0[i].0.as_str())
     }
 
     pub(super) fn remove(&mut self, id: &str) {
-        if let Ok(i) = self.0.binary_search_by(|(w, _)| w.as_str().cmp(id)) {
+        if let Ok(i) = self.0.binary_search_by(|(w, _, _)| w.as_str().cmp(id)) {
             self.0.remove(i);
         }
     }
 
+    /// The webhooks subscribed to `event_type`, each with its content
+    /// filter if it has one (the caller checks the event's data).
     pub(super) fn matching<'a>(
         &'a self,
         event_type: &'a str,
-    ) -> impl Iterator<Item = &'a str> + 'a {
+    ) -> impl Iterator<Item = (&'a str, Option<&'a ContentFilter>)> + 'a {
         self.0
             .iter()
-            .filter(move |(_, filters)| filters.iter().any(|f| f.matches(event_type)))
-            .map(|(id, _)| id.as_str())
+            .filter(move |(_, filters, _)| filters.iter().any(|f| f.matches(event_type)))
+            .map(|(id, _, content)| (id.as_str(), content.as_ref()))
     }
 }
 
@@ -1110,17 +1117,30 @@ mod tests {
             previous_secret: None,
             previous_secret_until: None,
             headers: Default::default(),
+            filter: Default::default(),
         };
         subs.upsert(&hook("wh_b", &["item.*"]));
         subs.upsert(&hook("wh_a", &["*"]));
         subs.upsert(&hook("wh_c", &["email.updated"]));
         assert_eq!(
-            subs.matching("item.sold").collect::<Vec<_>>(),
+            subs.matching("item.sold")
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>(),
             ["wh_a", "wh_b"]
         );
         subs.upsert(&hook("wh_b", &["profile.created"]));
-        assert_eq!(subs.matching("item.sold").collect::<Vec<_>>(), ["wh_a"]);
+        assert_eq!(
+            subs.matching("item.sold")
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>(),
+            ["wh_a"]
+        );
         subs.remove("wh_a");
-        assert_eq!(subs.matching("email.updated").collect::<Vec<_>>(), ["wh_c"]);
+        assert_eq!(
+            subs.matching("email.updated")
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>(),
+            ["wh_c"]
+        );
     }
 }
