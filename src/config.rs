@@ -313,6 +313,17 @@ pub struct ServeArgs {
     /// How long events and attempt logs are kept.
     #[arg(long, env = "HOOKBOX_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
+    /// Data paths searched often (`?data.consignor_id=` on the events and
+    /// deliveries listings), comma-separated: each gets an index, made at
+    /// start (once; a path no longer named has its index dropped), and
+    /// costs a b-tree write per event published.
+    #[arg(
+        long,
+        env = "HOOKBOX_SEARCH_INDEX",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub search_index: Vec<String>,
     /// How long a rotated-out webhook secret keeps signing alongside the new one.
     #[arg(long, env = "HOOKBOX_SECRET_GRACE", default_value = "24h", value_parser = parse_duration)]
     pub secret_grace: Duration,

@@ -6,7 +6,8 @@
 //!    TLS certificate and key, `--alert-url`, the timeouts, the replica's
 //!    path) and bind the listener: until then nothing has touched the disk,
 //!    so a typo leaves no database, `-wal` or token file behind;
-//! 2. open the store (creating or migrating it), put deliveries left in
+//! 2. open the store (creating or migrating it), make or drop the
+//!    `--search-index` indexes, put deliveries left in
 //!    flight back to pending, and read what start needs (is there a token,
 //!    the custom event types, the `--alert-url` webhook);
 //! 3. start the writer: from here on only it writes, and every way out —
@@ -57,6 +58,7 @@ use crate::store::audit::Actor;
 use crate::store::handover::Handover;
 use crate::store::holds::Holds;
 use crate::store::replica::ReplicaConfig;
+use crate::store::search::DataPath;
 use crate::store::webhooks::{self, Patch, Webhook};
 use crate::store::writer::{Wakeups, WriterConfig, WriterHandle};
 use crate::store::{self, ReadPool, Replication, events, tokens, writer};
@@ -69,7 +71,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let listener = bind(&args, checked.tls, checked.limits)?;
     // The first touch of the disk.
-    let opened = open_store(&args, checked.alert_url.is_some())?;
+    let opened = open_store(&args, checked.alert_url.is_some(), &checked.search_index)?;
     let (wakeups, woken) = Wakeups::new();
     let monitor = Arc::new(Monitor::new());
     // New deliveries go from the writer to the scheduler in memory, while
@@ -117,6 +119,8 @@ struct Checked {
     /// `--alert-url`, as the target policy accepted it.
     alert_url: Option<String>,
     replica: Option<ReplicaConfig>,
+    /// `--search-index`, checked.
+    search_index: Vec<DataPath>,
 }
 
 /// Every check that needs no database, so that a bad argument is refused
@@ -136,11 +140,17 @@ fn check_arguments(args: &ServeArgs) -> anyhow::Result<Checked> {
         .ack_after_replica
         .then(|| replica_config(args, &args.db.db))
         .transpose()?;
+    let search_index = args
+        .search_index
+        .iter()
+        .map(|p| DataPath::parse(p.trim()).map_err(|why| anyhow!("--search-index {p}: {why}")))
+        .collect::<anyhow::Result<_>>()?;
     Ok(Checked {
         limits,
         tls,
         alert_url,
         replica,
+        search_index,
     })
 }
 
@@ -195,7 +205,11 @@ struct Opened {
 /// writer will own, and puts deliveries an older version left `delivering`
 /// (it wrote its claims; this one holds them in memory) back to pending,
 /// before the writer and the engine start.
-fn open_store(args: &ServeArgs, with_alert_url: bool) -> anyhow::Result<Opened> {
+fn open_store(
+    args: &ServeArgs,
+    with_alert_url: bool,
+    search_index: &[DataPath],
+) -> anyhow::Result<Opened> {
     let db = &args.db.db;
     let conn = store::open_writer_for(db, replication(args))
         .with_context(|| format!("opening database {}", db.display()))?;
@@ -214,6 +228,7 @@ fn open_store(args: &ServeArgs, with_alert_url: bool) -> anyhow::Result<Opened> 
     } else {
         None
     };
+    store::search::ensure_indexes(&conn, search_index)?;
     let reset = events::reset_in_flight(&conn, clock::now_ms())?;
     if reset > 0 {
         log::warn!(

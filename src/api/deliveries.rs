@@ -9,6 +9,7 @@ use super::{ApiError, Ctx, Reply};
 use crate::clock;
 use crate::ids::Kind;
 use crate::store::events::{self as store, Attempt, DeliveryStatus, Ids};
+use crate::store::search;
 use crate::validation::{self, FieldError};
 
 fn attempt_json(a: &Attempt) -> Value {
@@ -26,8 +27,12 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let mut errors = Vec::new();
     let page = Page::from_query(&ctx.query, Kind::Delivery, &mut errors);
     let (mut webhook_id, mut event_id, mut status) = (None, None, None);
+    let (mut since, mut until) = (None, None);
+    let data = search::data_conditions(&ctx.query, &mut errors);
     for (key, value) in &ctx.query {
         match key.as_str() {
+            "since" => since = validation::time("since", value, &mut errors),
+            "until" => until = validation::time("until", value, &mut errors),
             "webhook_id" if Kind::Webhook.matches(value) => webhook_id = Some(value.clone()),
             "event_id" if Kind::Event.matches(value) => event_id = Some(value.clone()),
             "webhook_id" | "event_id" => errors.push(FieldError::new(
@@ -62,17 +67,38 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         Some(DeliveryStatus::Pending) => (status, Ids::Except(&held)),
         _ => (status, Ids::Any),
     };
-    let rows = ctx.state.reads.with(|conn| {
-        store::list_deliveries(
-            conn,
-            webhook_id.as_deref(),
-            event_id.as_deref(),
-            status,
-            ids,
-            page.cursor.as_deref(),
-            page.limit + 1,
-        )
-    })?;
+    let searching = !data.is_empty() || since.is_some() || until.is_some();
+    let rows = if searching {
+        let narrowing = search::Narrowing {
+            data: &data,
+            since,
+            until,
+            event_id: event_id.as_deref(),
+        };
+        ctx.state.reads.with(|conn| {
+            search::deliveries(
+                conn,
+                &narrowing,
+                webhook_id.as_deref(),
+                status,
+                ids,
+                page.cursor.as_deref(),
+                page.limit + 1,
+            )
+        })?
+    } else {
+        ctx.state.reads.with(|conn| {
+            store::list_deliveries(
+                conn,
+                webhook_id.as_deref(),
+                event_id.as_deref(),
+                status,
+                ids,
+                page.cursor.as_deref(),
+                page.limit + 1,
+            )
+        })?
+    };
     let rows = rows.into_iter().map(|d| holds.show(d)).collect();
     Ok(Reply::json(200, &page.body(rows, |d| &d.id, delivery_json)))
 }

@@ -20,6 +20,7 @@ use crate::clock;
 use crate::envelope;
 use crate::ids::Kind;
 use crate::store::events::{self as store, Delivery, Event};
+use crate::store::search;
 use crate::store::writer::PublishOutcome;
 use crate::validation::{self, FieldError};
 
@@ -448,9 +449,12 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let page = Page::from_query(&ctx.query, Kind::Event, &mut errors);
     let mut filter = catalog::Filter::All;
     let mut since = None;
+    let mut until = None;
     let mut after = None;
+    let data = search::data_conditions(&ctx.query, &mut errors);
     for (key, value) in &ctx.query {
         match key.as_str() {
+            "until" => until = validation::time("until", value, &mut errors),
             "after" if Kind::Event.matches(value) => after = Some(value.as_str()),
             "after" => errors.push(FieldError::new(
                 "after",
@@ -469,6 +473,13 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
             _ => {}
         }
     }
+    if after.is_some() && (!data.is_empty() || until.is_some()) {
+        errors.push(FieldError::new(
+            "after",
+            "conflict",
+            "cannot be combined with data.* or until",
+        ));
+    }
     if after.is_some() && page.cursor.is_some() {
         errors.push(FieldError::new(
             "after",
@@ -483,10 +494,27 @@ pub fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         Some(after) => store::EventsFrom::After(after),
         None => store::EventsFrom::Newest(page.cursor.as_deref()),
     };
-    let rows = ctx
-        .state
-        .reads
-        .with(|conn| store::list_events(conn, &filter, since, from, page.limit + 1))?;
+    let rows = if data.is_empty() && until.is_none() {
+        ctx.state
+            .reads
+            .with(|conn| store::list_events(conn, &filter, since, from, page.limit + 1))?
+    } else {
+        let narrowing = search::Narrowing {
+            data: &data,
+            since,
+            until,
+            event_id: None,
+        };
+        ctx.state.reads.with(|conn| {
+            search::events(
+                conn,
+                &narrowing,
+                &filter,
+                page.cursor.as_deref(),
+                page.limit + 1,
+            )
+        })?
+    };
     let more = rows.len() > page.limit;
     let rows = &rows[..rows.len().min(page.limit)];
     // Following new events (`after`), the next page is asked for with the

@@ -38,7 +38,7 @@ macro_rules! event_columns {
     };
 }
 
-const EVENT_COLUMNS: &str = event_columns!();
+pub(super) const EVENT_COLUMNS: &str = event_columns!();
 
 const INSERT_EVENT: &str = concat!(
     "INSERT INTO events (",
@@ -46,7 +46,7 @@ const INSERT_EVENT: &str = concat!(
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 );
 
-fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+pub(super) fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
         id: row.get(0)?,
         event_type: row.get(1)?,
@@ -215,7 +215,11 @@ pub struct Delivery {
 const DELIVERY_COLUMNS: &str = "id, event_id, webhook_id, status, attempts, next_attempt_at, \
                                 created_at, updated_at, last_status, last_error";
 
-fn delivery_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+/// [`DELIVERY_COLUMNS`] of a `deliveries d` in a join, in the same order.
+pub(super) const DELIVERY_COLUMNS_OF_D: &str = "d.id, d.event_id, d.webhook_id, d.status, d.attempts, d.next_attempt_at, \
+     d.created_at, d.updated_at, d.last_status, d.last_error";
+
+pub(super) fn delivery_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     let status: String = row.get(3)?;
     Ok(Delivery {
         id: row.get(0)?,

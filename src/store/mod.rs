@@ -52,6 +52,7 @@ pub mod holds;
 pub mod monitoring;
 pub mod replica;
 pub mod schema;
+pub mod search;
 pub mod tokens;
 pub mod webhooks;
 pub mod writer;
