@@ -27,14 +27,7 @@ fn pages(server: &Server) -> (i64, i64) {
 }
 
 fn event_ids(server: &Server) -> Vec<String> {
-    let r = server.get("/api/v1/events?limit=500");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
+    server.ids("/api/v1/events?limit=500")
 }
 
 #[test]

@@ -27,14 +27,7 @@ fn publish(server: &Server, event_type: &str, change: Value) -> String {
 }
 
 fn ids(server: &Server, path: &str) -> Vec<String> {
-    let r = server.get(path);
-    assert_eq!(r.status, 200, "{path}: {}", r.text());
-    r.json()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
+    server.ids(path)
 }
 
 /// Two webhooks for every event; Alice's two items, Bob's one, and a

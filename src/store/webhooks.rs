@@ -133,26 +133,31 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
         updated_at: row.get(10)?,
         previous_secret: row.get(11)?,
         previous_secret_until: row.get(12)?,
-        headers: {
-            let text: String = row.get(13)?;
-            CustomHeaders::from_stored(&text).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    13,
-                    rusqlite::types::Type::Text,
-                    "the headers column is not a list of [name, value] pairs".into(),
-                )
-            })?
-        },
-        filter: {
-            let text: String = row.get(14)?;
-            ContentFilter::from_stored(&text).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    14,
-                    rusqlite::types::Type::Text,
-                    "the filter column is not a list of conditions".into(),
-                )
-            })?
-        },
+        headers: json_column(
+            row,
+            13,
+            CustomHeaders::from_stored,
+            "a list of [name, value] pairs",
+        )?,
+        filter: json_column(row, 14, ContentFilter::from_stored, "a list of conditions")?,
+    })
+}
+
+/// A column of JSON text read by `parse`; an error saying it is not
+/// `what` when it cannot be (it is only ever written from the same type).
+fn json_column<T>(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    parse: impl Fn(&str) -> Option<T>,
+    what: &str,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("column {index} of webhooks is not {what}").into(),
+        )
     })
 }
 

@@ -209,6 +209,18 @@ impl Server {
         read_response(&mut BufReader::new(stream))
     }
 
+    /// The ids of a listing's `data`, in its order (a 200 is required).
+    pub fn ids(&self, path: &str) -> Vec<String> {
+        let r = self.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()["data"]
+            .as_array()
+            .expect("a listing")
+            .iter()
+            .map(|e| e["id"].as_str().expect("an id").to_owned())
+            .collect()
+    }
+
     /// Creates a webhook subscribed to `events` and returns its JSON.
     pub fn create_webhook(&self, events: &[&str]) -> Value {
         let r = self.post(
