@@ -160,6 +160,37 @@ impl ContentFilter {
     }
 }
 
+/// Checks a data path given for `field` (an ordering key): its shape, and
+/// that at least one of `types` declares it (as a condition's path must
+/// be). The path as given, when it passes.
+pub fn check_path(
+    field: &str,
+    text: &str,
+    types: &[std::sync::Arc<EventType>],
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let path = match parse_path(text) {
+        Ok(path) => path,
+        Err(why) => {
+            errors.push(FieldError::new(field, "invalid", why));
+            return None;
+        }
+    };
+    let missing = types
+        .iter()
+        .all(|t| matches!(walk(&t.schema, &path), Found::Missing));
+    if !types.is_empty() && missing {
+        let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+        errors.push(FieldError::new(
+            field,
+            "unknown_path",
+            format!("{text} is not a field of {}", names.join(", ")),
+        ));
+        return None;
+    }
+    Some(text.to_owned())
+}
+
 /// JSON equality, numbers by value.
 fn same(value: &Value, want: &Value) -> bool {
     match (value, want) {

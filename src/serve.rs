@@ -634,6 +634,7 @@ fn alert_webhook(
                 previous_secret_until: None,
                 headers: Default::default(),
                 filter: Default::default(),
+                ordering_key: None,
             };
             let id = w.id.clone();
             writer

@@ -715,6 +715,7 @@ fn an_upgrade_migrates_the_older_packages_database_and_keeps_the_conffile_edit()
                 && new_lines.contains("database schema migrated to version 5")
                 && new_lines.contains("database schema migrated to version 6")
                 && new_lines.contains("database schema migrated to version 7")
+                && new_lines.contains("database schema migrated to version 8")
                 && !new_lines.contains("version 3"),
             "{new_lines}"
         );
@@ -770,8 +771,8 @@ fn an_upgrade_migrates_the_older_packages_database_and_keeps_the_conffile_edit()
         assert_eq!(delivered, published);
     });
 
-    // The backup service checks the migrated database: schema version 7.
+    // The backup service checks the migrated database: schema version 8.
     c.ok("systemctl start hookbox-backup");
     let backup = c.journal("hookbox-backup");
-    assert!(backup.contains("schema version 7"), "{backup}");
+    assert!(backup.contains("schema version 8"), "{backup}");
 }

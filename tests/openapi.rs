@@ -304,6 +304,7 @@ fn schema_checks_here_catch_a_wrong_answer() {
         "updated_at": "2025-01-21T22:20:56Z", "previous_secret_expires_at": null,
         "header_names": ["X-Api-Key"],
         "filter": [{"path": "data.consignor_id", "eq": "x"}],
+        "ordering_key": "data.item_id",
     });
     assert_eq!(
         schema_errors(&doc, webhook, &good, "good"),

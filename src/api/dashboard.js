@@ -600,6 +600,9 @@
           el('div', {class: 'url', text: w.url}),
           w.description ? el('div', {class: 'muted small', text: w.description}) : null,
           el('div', {class: 'chips'}, (Array.isArray(w.events) ? w.events : []).map((e) => el('span', {class: 'chip', text: e}))),
+          w.ordering_key
+            ? el('div', {class: 'muted small', text: 'In order per ' + w.ordering_key})
+            : null,
           Array.isArray(w.filter) && w.filter.length
             ? el('div', {class: 'muted small', text: 'Only when ' + w.filter.map(filterText).join(' and ')})
             : null,

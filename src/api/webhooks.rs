@@ -40,6 +40,7 @@ pub fn to_json(w: &Webhook, with_secret: bool) -> Value {
         "previous_secret_expires_at": previous_secret_expiry(w),
         "header_names": w.headers.names(),
         "filter": w.filter.to_json(),
+        "ordering_key": w.ordering_key,
     });
     if with_secret {
         value["secret"] = json!(w.secret);
@@ -90,21 +91,50 @@ fn content_filter(
 ) -> Option<ContentFilter> {
     match given? {
         serde_json::Value::Null => None,
-        value => {
-            let filters: Vec<crate::catalog::Filter> = events
-                .iter()
-                .map(|e| crate::catalog::Filter::parse(e))
-                .collect();
-            let types: Vec<_> = ctx
-                .state
-                .catalog
-                .list()
-                .into_iter()
-                .filter(|t| filters.iter().any(|f| f.matches(&t.name)))
-                .collect();
-            ContentFilter::from_json(&value, &types, errors)
+        value => ContentFilter::from_json(&value, &subscribed(ctx, events), errors),
+    }
+}
+
+/// The `ordering_key` field, when present: `Some(None)` for null (no
+/// order), else a data path declared by a subscribed type.
+fn ordering_key(
+    ctx: &Ctx<'_>,
+    given: Option<serde_json::Value>,
+    events: &[String],
+    errors: &mut Vec<FieldError>,
+) -> Option<Option<String>> {
+    match given? {
+        serde_json::Value::Null => Some(None),
+        serde_json::Value::String(text) => {
+            let types = subscribed(ctx, events);
+            crate::content_filter::check_path("ordering_key", &text, &types, errors).map(Some)
+        }
+        other => {
+            errors.push(FieldError::new(
+                "ordering_key",
+                "type",
+                format!(
+                    "must be a data path such as \"data.item_id\", or null, got {}",
+                    crate::validation::type_name(&other)
+                ),
+            ));
+            None
         }
     }
+}
+
+/// The event types `events` subscribes to.
+fn subscribed(ctx: &Ctx<'_>, events: &[String]) -> Vec<std::sync::Arc<crate::catalog::EventType>> {
+    let filters: Vec<crate::catalog::Filter> = events
+        .iter()
+        .map(|e| crate::catalog::Filter::parse(e))
+        .collect();
+    ctx.state
+        .catalog
+        .list()
+        .into_iter()
+        .filter(|t| filters.iter().any(|f| f.matches(&t.name)))
+        .collect()
 }
 
 /// When the rotated-out secret stops signing, while it still does.
@@ -178,6 +208,13 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         events.as_deref().unwrap_or_default(),
         &mut errors,
     );
+    let ordering_key = ordering_key(
+        ctx,
+        fields.take("ordering_key"),
+        events.as_deref().unwrap_or_default(),
+        &mut errors,
+    )
+    .flatten();
     if let Some(Err(why)) = secret.as_deref().map(check_secret) {
         errors.push(FieldError::new("secret", "invalid", why));
     }
@@ -205,6 +242,7 @@ pub fn create(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         previous_secret_until: None,
         headers: headers.unwrap_or_default(),
         filter: filter.unwrap_or_default(),
+        ordering_key,
     };
     ctx.state
         .writer
@@ -261,27 +299,33 @@ pub fn update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     let events = fields.string_array("events", MAX_EVENTS, 200);
     let headers = custom_headers(&mut fields, &mut errors);
     let given_filter = fields.take("filter").filter(|v| !v.is_null());
-    // A new filter is checked against the types subscribed after the
-    // change; new types, against the filter the webhook keeps.
-    let filter = if given_filter.is_some() || events.is_some() {
+    let given_key = fields.take("ordering_key");
+    // A new filter or ordering key is checked against the types subscribed
+    // after the change; new types, against those the webhook keeps.
+    let changes = given_filter.is_some() || given_key.is_some() || events.is_some();
+    let (filter, ordering) = if changes {
         let current = ctx.state.reads.with(|conn| webhooks::get(conn, id))?;
         let current = found(id, current)?;
         let subscribed = events.clone().unwrap_or_else(|| current.events.clone());
-        match given_filter {
+        let kept_filter = (!current.filter.is_empty()).then(|| current.filter.to_json());
+        let filter = match given_filter {
             Some(given) => content_filter(ctx, Some(given), &subscribed, &mut errors),
-            None if !current.filter.is_empty() => {
-                content_filter(
-                    ctx,
-                    Some(current.filter.to_json()),
-                    &subscribed,
-                    &mut errors,
-                );
+            None => {
+                content_filter(ctx, kept_filter, &subscribed, &mut errors);
                 None
             }
-            None => None,
-        }
+        };
+        let kept_key = current.ordering_key.map(serde_json::Value::String);
+        let ordering = match given_key {
+            Some(given) => ordering_key(ctx, Some(given), &subscribed, &mut errors),
+            None => {
+                ordering_key(ctx, kept_key, &subscribed, &mut errors);
+                None
+            }
+        };
+        (filter, ordering)
     } else {
-        None
+        (None, None)
     };
     let patch = Patch {
         description: fields.string("description", MAX_DESCRIPTION),
@@ -292,6 +336,7 @@ pub fn update(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
         events,
         headers,
         filter,
+        ordering_key: ordering,
     };
     fields.finish(errors)?;
     let webhook = ctx

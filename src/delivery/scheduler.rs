@@ -94,6 +94,9 @@ struct Hook {
     /// When the rotated-out secret stops signing (Unix ms), if there is one.
     previous_until: Option<i64>,
     enabled: bool,
+    /// Its deliveries wait behind earlier ones of the same ordering key
+    /// (the due query sees to it, so they never come by hand-over).
+    ordered: bool,
     max_attempts: u32,
     rate_per_s: Option<u32>,
     in_flight: usize,
@@ -352,6 +355,7 @@ impl Scheduler {
                     url: w.url.into(),
                     headers: w.headers.to_request().into(),
                     enabled: w.enabled,
+                    ordered: w.ordering_key.is_some(),
                     max_attempts: w.max_attempts.unwrap_or(self.limits.default_max_attempts),
                     rate_per_s: rate,
                     in_flight,
@@ -423,10 +427,13 @@ impl Scheduler {
             }
             hook.check = false;
             let want = PREFETCH.saturating_sub(hook.queue.len());
-            let rows = events::due_for_webhook(&self.conn, id, now, want, &self.holds)?;
+            let rows =
+                events::due_for_webhook(&self.conn, id, now, want, &self.holds, hook.ordered)?;
             if rows.len() < want {
                 exhausted.push(id.clone());
-                hook.synced = true;
+                // An ordered webhook's next delivery of a key falls due when
+                // the one before it is recorded: it always looks.
+                hook.synced = !hook.ordered;
             } else {
                 // There may be more; look again when the queue runs low.
                 hook.check = true;
@@ -462,9 +469,9 @@ impl Scheduler {
             self.reload()?;
         }
         for id in exhausted {
-            let next = events::next_due_for_webhook(&self.conn, &id, &self.holds)?;
             if let Some(hook) = self.hooks.get_mut(&id) {
-                hook.next_due = next;
+                hook.next_due =
+                    events::next_due_for_webhook(&self.conn, &id, &self.holds, hook.ordered)?;
             }
         }
         self.dispatch(now)
@@ -503,6 +510,7 @@ impl Scheduler {
                     url: hook.url.clone(),
                     secrets: hook.signing_secrets(clock::now_ms()),
                     headers: hook.headers.clone(),
+                    ordered: hook.ordered,
                     max_attempts: hook.max_attempts,
                     live: hook.live.clone(),
                     version: self.version,

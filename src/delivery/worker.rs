@@ -45,6 +45,9 @@ pub struct Job {
     pub secrets: Arc<[String]>,
     /// The webhook's custom headers, shared like the URL.
     pub headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// Whether the webhook orders its deliveries by key: then recording an
+    /// attempt may let the next delivery of its key fall due.
+    pub ordered: bool,
     pub max_attempts: u32,
     /// Cleared when the webhook may no longer be sent to (disabled, deleted,
     /// answered 410): the job's remaining deliveries are handed back unsent.
@@ -380,6 +383,7 @@ impl Worker {
         let record = AttemptRecord {
             delivery_id: delivery.id.clone(),
             webhook_id: job.webhook_id.clone(),
+            ordered: job.ordered,
             attempt: Attempt {
                 number: delivery.attempt,
                 started_at,

@@ -20,6 +20,9 @@ use crate::clock;
 pub struct AttemptRecord {
     pub delivery_id: String,
     pub webhook_id: String,
+    /// Its webhook orders deliveries by key: the scheduler looks again once
+    /// this is recorded, for the next delivery of the key.
+    pub ordered: bool,
     pub attempt: Attempt,
     pub next: NextStep,
 }
@@ -97,7 +100,7 @@ pub(super) fn apply_record_attempt(tx: &mut Tx<'_>, r: AttemptRecord) -> Result<
         NextStep::DisableWebhook => (DeliveryStatus::Pending, Some(now)),
     };
     events::finish_attempt(tx.conn, &r.delivery_id, &r.attempt, status, next_at, now)?;
-    tx.wake.work |= matches!(r.next, NextStep::RetryAt(_));
+    tx.wake.work |= r.ordered || matches!(r.next, NextStep::RetryAt(_));
     if r.next == NextStep::Failed {
         log::warn!(
             "delivery {} to webhook {} failed after {} attempts",

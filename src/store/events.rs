@@ -236,19 +236,21 @@ pub(super) fn delivery_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Del
     })
 }
 
-const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, event_id, webhook_id, status, next_attempt_at, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)";
+const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, event_id, webhook_id, status, next_attempt_at, created_at, updated_at, ordering_key) \
+     VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?5)";
 
-/// A new pending delivery of `event_id` to `webhook_id`, due at `now`.
+/// A new pending delivery of `event_id` to `webhook_id`, due at `now`;
+/// `ordering_key` for a webhook that orders its deliveries by one.
 pub fn insert_delivery(
     conn: &Connection,
     id: &str,
     event_id: &str,
     webhook_id: &str,
     now: i64,
+    ordering_key: Option<&str>,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(INSERT_DELIVERY)
-        .and_then(|mut stmt| stmt.execute(params![id, event_id, webhook_id, now]))
+        .and_then(|mut stmt| stmt.execute(params![id, event_id, webhook_id, now, ordering_key]))
         .context("inserting delivery")?;
     Ok(())
 }
@@ -394,6 +396,16 @@ pub(super) const DUE_IDS: &str = "SELECT id, next_attempt_at FROM deliveries IND
      WHERE webhook_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 \
      ORDER BY next_attempt_at LIMIT ?3";
 
+/// [`DUE_IDS`] for a webhook that orders its deliveries by key: a
+/// delivery waits while an earlier one of the same key is pending (being
+/// attempted, or waiting for its retry), so at most one of each key is due.
+pub(super) const DUE_IDS_ORDERED: &str = "SELECT d.id, d.next_attempt_at FROM deliveries d INDEXED BY deliveries_webhook_due \
+     WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2 \
+       AND (d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p INDEXED BY deliveries_ordering \
+            WHERE p.webhook_id = ?1 AND p.ordering_key = d.ordering_key AND p.status = 'pending' \
+              AND p.ordering_key IS NOT NULL AND p.id < d.id)) \
+     ORDER BY d.next_attempt_at LIMIT ?3";
+
 /// Those of the deliveries named in `?1` (a JSON array of ids) still
 /// pending and due by `?2`, with their events' payloads, oldest due first.
 const DUE_BY_ID: &str = "SELECT d.id, d.event_id, d.attempts, e.payload \
@@ -417,10 +429,11 @@ pub fn due_for_webhook(
     now: i64,
     limit: usize,
     holds: &Holds,
+    ordered: bool,
 ) -> Result<Vec<Due>, StoreError> {
     let held = holds.count(Some(webhook_id));
     let ids: Vec<(String, i64)> = conn
-        .prepare_cached(DUE_IDS)
+        .prepare_cached(if ordered { DUE_IDS_ORDERED } else { DUE_IDS })
         .and_then(|mut stmt| {
             stmt.query_map(params![webhook_id, now, (limit + held) as i64], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -459,10 +472,11 @@ pub fn next_due_for_webhook(
     conn: &Connection,
     webhook_id: &str,
     holds: &Holds,
+    ordered: bool,
 ) -> Result<Option<i64>, StoreError> {
     let held = holds.count(Some(webhook_id));
     let next: Vec<(String, i64)> = conn
-        .prepare_cached(DUE_IDS)
+        .prepare_cached(if ordered { DUE_IDS_ORDERED } else { DUE_IDS })
         .and_then(|mut stmt| {
             stmt.query_map(params![webhook_id, i64::MAX, (held + 1) as i64], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -737,25 +751,34 @@ pub(super) fn apply_publish(
             PublishOutcome::KeyConflict
         });
     }
-    let targets: Vec<&str> = match &only {
-        // A test event goes to its webhook whatever its filters.
-        Some((id, _)) => tx.subscriptions.get(id).into_iter().collect(),
+    // The data is read from the stored envelope once, and only when a
+    // subscribed webhook has a content filter or an ordering key.
+    let mut data: Option<serde_json::Value> = None;
+    let mut targets: Vec<(&str, Option<String>)> = Vec::new();
+    match &only {
+        // A test event goes to its webhook whatever its filter, unordered.
+        Some((id, _)) => targets.extend(tx.subscriptions.get(id).map(|w| (w, None))),
         None => {
-            // The data is read from the stored envelope once, and only
-            // when a subscribed webhook has a content filter.
-            let mut data: Option<serde_json::Value> = None;
-            tx.subscriptions
-                .matching(&event.event_type)
-                .filter(|(_, content)| {
-                    content.is_none_or(|filter| {
-                        let data = data.get_or_insert_with(|| envelope_data(&event.payload));
-                        filter.matches(data)
+            for sub in tx.subscriptions.matching(&event.event_type) {
+                if sub.filter.is_none() && sub.ordering.is_none() {
+                    targets.push((sub.id.as_str(), None));
+                    continue;
+                }
+                let data = data.get_or_insert_with(|| envelope_data(&event.payload));
+                if sub.filter.as_ref().is_some_and(|f| !f.matches(data)) {
+                    continue;
+                }
+                let key = sub.ordering.as_ref().and_then(|path| {
+                    path.value_in(data).and_then(|value| match value {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        other => Some(other.to_string()),
                     })
-                })
-                .map(|(id, _)| id)
-                .collect()
+                });
+                targets.push((sub.id.as_str(), key));
+            }
         }
-    };
+    }
     if only.is_some() && targets.is_empty() {
         return Ok(PublishOutcome::NoSuchWebhook);
     }
@@ -763,20 +786,28 @@ pub(super) fn apply_publish(
     event.created_at = now;
     insert_event(tx.conn, &event)?;
     // Handed to the scheduler once committed, with the body it sends; or,
-    // without a hand-over, found by its due query.
+    // without a hand-over, or for a delivery that waits its turn behind
+    // others of its ordering key, found by its due query.
     let payload =
         (tx.hand_over && !targets.is_empty()).then(|| Arc::new(std::mem::take(&mut event.payload)));
-    tx.wake.work |= payload.is_none() && !targets.is_empty();
-    for webhook_id in targets {
+    for (webhook_id, key) in targets {
         let delivery_id = ids::new(Kind::Delivery);
-        insert_delivery(tx.conn, &delivery_id, &event.id, webhook_id, now)?;
-        if let Some(payload) = &payload {
-            tx.wake.fresh.push(Fresh {
+        insert_delivery(
+            tx.conn,
+            &delivery_id,
+            &event.id,
+            webhook_id,
+            now,
+            key.as_deref(),
+        )?;
+        match &payload {
+            Some(payload) if key.is_none() => tx.wake.fresh.push(Fresh {
                 webhook_id: webhook_id.to_owned(),
                 delivery_id,
                 event_id: event.id.clone(),
                 payload: payload.clone(),
-            });
+            }),
+            _ => tx.wake.work = true,
         }
     }
     if let Some((webhook_id, actor)) = &only {
@@ -885,7 +916,7 @@ mod tests {
             .unwrap();
         let holds = Holds::default();
         let ids = |holds: &Holds, limit| -> Vec<String> {
-            due_for_webhook(&conn, "wh_a", 10, limit, holds)
+            due_for_webhook(&conn, "wh_a", 10, limit, holds, false)
                 .unwrap()
                 .into_iter()
                 .map(|d| d.id)
@@ -893,7 +924,7 @@ mod tests {
         };
         assert_eq!(ids(&holds, 8), ["dlv_1", "dlv_3", "dlv_2"]);
         assert_eq!(
-            next_due_for_webhook(&conn, "wh_a", &holds).unwrap(),
+            next_due_for_webhook(&conn, "wh_a", &holds, false).unwrap(),
             Some(5)
         );
         assert!(holds.try_hold("wh_a", "dlv_1"));
@@ -902,12 +933,15 @@ mod tests {
         assert!(holds.try_hold("wh_a", "dlv_3"));
         assert_eq!(ids(&holds, 8), ["dlv_2"]);
         assert_eq!(
-            next_due_for_webhook(&conn, "wh_a", &holds).unwrap(),
+            next_due_for_webhook(&conn, "wh_a", &holds, false).unwrap(),
             Some(7)
         );
         assert!(holds.try_hold("wh_a", "dlv_2"));
         assert!(ids(&holds, 8).is_empty());
-        assert_eq!(next_due_for_webhook(&conn, "wh_a", &holds).unwrap(), None);
+        assert_eq!(
+            next_due_for_webhook(&conn, "wh_a", &holds, false).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -391,7 +391,7 @@ mod tests {
         let conn = open_reader(&db).unwrap();
         let holds = holds::Holds::default();
         for webhook in ["wh_a", "wh_b", "wh_c"] {
-            events::due_for_webhook(&conn, webhook, 1, 8, &holds).unwrap();
+            events::due_for_webhook(&conn, webhook, 1, 8, &holds, false).unwrap();
         }
         let stmt = conn.prepare_cached(events::DUE_IDS).unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);

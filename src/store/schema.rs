@@ -195,6 +195,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE webhooks ADD COLUMN filter TEXT NOT NULL DEFAULT '[]';   -- JSON [{"path": "data.x", "eq": ...}, ...]
     "#,
+    // 8: ordered delivery per key. A webhook with an ordering key (a data
+    // path) stores each delivery's key; a pending delivery is not sent
+    // while an earlier one of the same webhook and key is pending. The
+    // index holds only pending deliveries that have a key: unordered ones
+    // cost it nothing.
+    r#"
+    ALTER TABLE webhooks ADD COLUMN ordering_key TEXT;                   -- a data path such as data.item_id; NULL: unordered
+    ALTER TABLE deliveries ADD COLUMN ordering_key TEXT;                 -- the value at that path when published
+    CREATE INDEX deliveries_ordering ON deliveries (webhook_id, ordering_key, id)
+        WHERE status = 'pending' AND ordering_key IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -335,6 +346,7 @@ mod tests {
             indexes,
             [
                 "deliveries_event",
+                "deliveries_ordering",
                 "deliveries_webhook",
                 "deliveries_webhook_due"
             ]

@@ -54,6 +54,13 @@ impl DataPath {
         Ok(DataPath(members))
     }
 
+    /// The value at this path in an event's `data`, if there is one.
+    pub fn value_in<'v>(&self, data: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        self.0
+            .iter()
+            .try_fold(data, |value, member| value.as_object()?.get(member))
+    }
+
     /// The SQL expression, the same text for the index and the queries
     /// (`table` is `""`, or `"e."` for the events of a join).
     fn expression_of(&self, table: &str) -> String {

@@ -111,11 +111,14 @@ pub struct Webhook {
     pub headers: CustomHeaders,
     /// Only events whose data match are delivered; empty: every event.
     pub filter: ContentFilter,
+    /// A data path (`data.item_id`): deliveries with the same value there
+    /// arrive in publish order. `None`: no order.
+    pub ordering_key: Option<String>,
 }
 
 const COLUMNS: &str = "id, url, description, secret, events, max_attempts, rate_limit_per_s, \
                        enabled, disabled_reason, created_at, updated_at, previous_secret, \
-                       previous_secret_until, headers, filter";
+                       previous_secret_until, headers, filter, ordering_key";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
     let events: String = row.get(4)?;
@@ -140,6 +143,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
             "a list of [name, value] pairs",
         )?,
         filter: json_column(row, 14, ContentFilter::from_stored, "a list of conditions")?,
+        ordering_key: row.get(15)?,
     })
 }
 
@@ -168,7 +172,7 @@ fn events_json(events: &[String]) -> String {
 pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
         "INSERT INTO webhooks ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     ))
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -186,7 +190,8 @@ pub fn insert(conn: &Connection, w: &Webhook) -> Result<(), StoreError> {
             w.previous_secret,
             w.previous_secret_until,
             w.headers.to_stored(),
-            w.filter.to_json().to_string()
+            w.filter.to_json().to_string(),
+            w.ordering_key
         ])
     })
     .context("inserting webhook")?;
@@ -199,7 +204,7 @@ pub fn update(conn: &Connection, w: &Webhook) -> Result<bool, StoreError> {
         .prepare_cached(
             "UPDATE webhooks SET url = ?2, description = ?3, events = ?4, max_attempts = ?5, \
              rate_limit_per_s = ?6, enabled = ?7, disabled_reason = ?8, updated_at = ?9, \
-             headers = ?10, filter = ?11 WHERE id = ?1 AND deleted_at IS NULL",
+             headers = ?10, filter = ?11, ordering_key = ?12 WHERE id = ?1 AND deleted_at IS NULL",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -213,7 +218,8 @@ pub fn update(conn: &Connection, w: &Webhook) -> Result<bool, StoreError> {
                 w.disabled_reason,
                 w.updated_at,
                 w.headers.to_stored(),
-                w.filter.to_json().to_string()
+                w.filter.to_json().to_string(),
+                w.ordering_key
             ])
         })
         .context("updating webhook")?;
@@ -289,6 +295,8 @@ pub struct Patch {
     pub headers: Option<CustomHeaders>,
     /// The new content filter (`[]` removes it).
     pub filter: Option<ContentFilter>,
+    /// The new ordering key; `Some(None)` removes it.
+    pub ordering_key: Option<Option<String>>,
 }
 
 impl Patch {
@@ -329,6 +337,13 @@ impl Patch {
         if self.filter.as_ref().is_some_and(|f| *f != w.filter) {
             changed.push("filter");
         }
+        if self
+            .ordering_key
+            .as_ref()
+            .is_some_and(|k| *k != w.ordering_key)
+        {
+            changed.push("ordering_key");
+        }
         (!changed.is_empty()).then(|| format!("changed {}", changed.join(", ")))
     }
 
@@ -353,6 +368,9 @@ impl Patch {
         }
         if let Some(filter) = self.filter {
             w.filter = filter;
+        }
+        if let Some(key) = self.ordering_key {
+            w.ordering_key = key;
         }
         if let Some(enabled) = self.enabled {
             if enabled && !w.enabled {
@@ -528,6 +546,9 @@ pub(super) fn apply_create(
     }
     if !webhook.filter.is_empty() {
         summary.push_str(" and a content filter");
+    }
+    if let Some(key) = &webhook.ordering_key {
+        summary.push_str(&format!(", ordered by {key}"));
     }
     audit::record(
         tx.conn,

@@ -45,6 +45,7 @@ use super::handover::{Fresh, Handover};
 use super::holds::Holds;
 use super::monitoring::{self, AlertChange, Announce};
 use super::replica::{Confirmer, ReplicaConfig};
+use super::search::DataPath;
 use super::tokens::{self, Token};
 use super::webhooks::{self, Patch, Webhook};
 use super::{Context, Replication, StoreError, answer, deliveries, event_types};
@@ -338,8 +339,18 @@ pub fn spawn(
     Ok((WriterHandle { ops: tx }, handle))
 }
 
-/// The live webhooks' event-type filters and content filters, in id order.
-pub(super) struct Subscriptions(Vec<(String, Vec<Filter>, Option<ContentFilter>)>);
+/// What fan-out needs of a live webhook.
+pub(super) struct Subscription {
+    pub id: String,
+    events: Vec<Filter>,
+    /// Its content filter, if it has one.
+    pub filter: Option<ContentFilter>,
+    /// Its ordering key's path, if it orders its deliveries.
+    pub ordering: Option<DataPath>,
+}
+
+/// The live webhooks' subscriptions, in id order.
+pub(super) struct Subscriptions(Vec<Subscription>);
 
 impl Subscriptions {
     fn load(conn: &Connection) -> Result<Subscriptions, StoreError> {
@@ -351,40 +362,47 @@ impl Subscriptions {
     }
 
     pub(super) fn upsert(&mut self, w: &Webhook) {
-        let filters = w.events.iter().map(|e| Filter::parse(e)).collect();
-        let content = (!w.filter.is_empty()).then(|| w.filter.clone());
-        match self.0.binary_search_by(|(id, _, _)| id.as_str().cmp(&w.id)) {
-            Ok(i) => {
-                self.0[i].1 = filters;
-                self.0[i].2 = content;
-            }
-            Err(i) => self.0.insert(i, (w.id.clone(), filters, content)),
+        let sub = Subscription {
+            id: w.id.clone(),
+            events: w.events.iter().map(|e| Filter::parse(e)).collect(),
+            filter: (!w.filter.is_empty()).then(|| w.filter.clone()),
+            ordering: w
+                .ordering_key
+                .as_deref()
+                .and_then(|k| DataPath::parse(k).ok()),
+        };
+        match self.0.binary_search_by(|s| s.id.as_str().cmp(&w.id)) {
+            Ok(i) => self.0[i] = sub,
+            Err(i) => self.0.insert(i, sub),
         }
     }
 
     pub(super) fn get(&self, id: &str) -> Option<&str> {
+        self.get_sub(id).map(|s| s.id.as_str())
+    }
+
+    pub(super) fn get_sub(&self, id: &str) -> Option<&Subscription> {
         self.0
-            .binary_search_by(|(w, _, _)| w.as_str().cmp(id))
+            .binary_search_by(|s| s.id.as_str().cmp(id))
             .ok()
-            .map(|i| self.0[i].0.as_str())
+            .map(|i| &self.0[i])
     }
 
     pub(super) fn remove(&mut self, id: &str) {
-        if let Ok(i) = self.0.binary_search_by(|(w, _, _)| w.as_str().cmp(id)) {
+        if let Ok(i) = self.0.binary_search_by(|s| s.id.as_str().cmp(id)) {
             self.0.remove(i);
         }
     }
 
-    /// The webhooks subscribed to `event_type`, each with its content
-    /// filter if it has one (the caller checks the event's data).
+    /// The webhooks subscribed to `event_type` (the caller checks content
+    /// filters against the event's data).
     pub(super) fn matching<'a>(
         &'a self,
         event_type: &'a str,
-    ) -> impl Iterator<Item = (&'a str, Option<&'a ContentFilter>)> + 'a {
+    ) -> impl Iterator<Item = &'a Subscription> + 'a {
         self.0
             .iter()
-            .filter(move |(_, filters, _)| filters.iter().any(|f| f.matches(event_type)))
-            .map(|(id, _, content)| (id.as_str(), content.as_ref()))
+            .filter(move |s| s.events.iter().any(|f| f.matches(event_type)))
     }
 }
 
@@ -1118,27 +1136,28 @@ mod tests {
             previous_secret_until: None,
             headers: Default::default(),
             filter: Default::default(),
+            ordering_key: None,
         };
         subs.upsert(&hook("wh_b", &["item.*"]));
         subs.upsert(&hook("wh_a", &["*"]));
         subs.upsert(&hook("wh_c", &["email.updated"]));
         assert_eq!(
             subs.matching("item.sold")
-                .map(|(id, _)| id)
+                .map(|s| s.id.as_str())
                 .collect::<Vec<_>>(),
             ["wh_a", "wh_b"]
         );
         subs.upsert(&hook("wh_b", &["profile.created"]));
         assert_eq!(
             subs.matching("item.sold")
-                .map(|(id, _)| id)
+                .map(|s| s.id.as_str())
                 .collect::<Vec<_>>(),
             ["wh_a"]
         );
         subs.remove("wh_a");
         assert_eq!(
             subs.matching("email.updated")
-                .map(|(id, _)| id)
+                .map(|s| s.id.as_str())
                 .collect::<Vec<_>>(),
             ["wh_c"]
         );
