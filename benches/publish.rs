@@ -745,12 +745,13 @@ impl Client {
         *self = Client::connect(self.addr, &self.token);
     }
 
-    /// A webhook for every event; with `HOOKBOX_BENCH_FILTER` (a content
-    /// filter, e.g. `[{"path":"data.item_id","eq":"9a8b…"}]`), one that the
-    /// writer checks each event's data against.
+    /// A webhook for every event; `HOOKBOX_BENCH_WEBHOOK` adds members to
+    /// its JSON, to measure what a setting costs, e.g.
+    /// `"filter":[{"path":"data.item_id","eq":"9a8b…"}]` or
+    /// `"ordering_key":"data.item_id"`.
     fn create_webhook(&mut self, url: &str) {
-        let body = match std::env::var("HOOKBOX_BENCH_FILTER") {
-            Ok(filter) => format!(r#"{{"url":"{url}","events":["*"],"filter":{filter}}}"#),
+        let body = match std::env::var("HOOKBOX_BENCH_WEBHOOK") {
+            Ok(extra) => format!(r#"{{"url":"{url}","events":["*"],{extra}}}"#),
             Err(_) => format!(r#"{{"url":"{url}","events":["*"]}}"#),
         };
         let request = self.request("POST", "/api/v1/webhooks", &body);
