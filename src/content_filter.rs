@@ -42,6 +42,56 @@ pub const MAX_DEPTH: usize = 8;
 /// The longest string operand.
 const MAX_TEXT: usize = 1000;
 
+/// A path under `data` (`data.consignor_id`), checked: members of
+/// letters, digits, `_` and `-`, at most [`MAX_DEPTH`] of them. Content
+/// filters, ordering keys and search (`store/search.rs`) all take one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPath(Vec<String>);
+
+impl DataPath {
+    /// `data.consignor_id` → the members below `data`.
+    pub fn parse(text: &str) -> Result<DataPath, String> {
+        let usage = "must be a path under data such as data.consignor_id: members of letters, digits, _ and -, separated by dots";
+        let members: Vec<String> = text
+            .strip_prefix("data.")
+            .ok_or_else(|| usage.to_owned())?
+            .split('.')
+            .map(str::to_owned)
+            .collect();
+        let valid = |m: &String| {
+            !m.is_empty()
+                && m.len() <= 100
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !members.iter().all(valid) {
+            return Err(usage.to_owned());
+        }
+        if members.len() > MAX_DEPTH {
+            return Err(format!("must be at most {MAX_DEPTH} members below data"));
+        }
+        Ok(DataPath(members))
+    }
+
+    /// The members below `data`.
+    pub fn members(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The value at this path in an event's `data`, if there is one.
+    pub fn value_in<'v>(&self, data: &'v Value) -> Option<&'v Value> {
+        self.0
+            .iter()
+            .try_fold(data, |value, member| value.as_object()?.get(member))
+    }
+}
+
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "data.{}", self.0.join("."))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Op {
     Eq(Value),
@@ -63,8 +113,7 @@ impl Op {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Condition {
-    /// The members below `data`.
-    path: Vec<String>,
+    path: DataPath,
     op: Op,
 }
 
@@ -80,10 +129,7 @@ impl ContentFilter {
     /// Whether an event's `data` meets every condition.
     pub fn matches(&self, data: &Value) -> bool {
         self.0.iter().all(|c| {
-            let found = c
-                .path
-                .iter()
-                .try_fold(data, |value, member| value.as_object()?.get(member));
+            let found = c.path.value_in(data);
             match (&c.op, found) {
                 (Op::Exists(want), found) => found.is_some() == *want,
                 (_, None) => false,
@@ -108,7 +154,7 @@ impl ContentFilter {
                         Op::Exists(e) => Value::Bool(*e),
                     };
                     let mut object = Map::new();
-                    object.insert("path".into(), json!(format!("data.{}", c.path.join("."))));
+                    object.insert("path".into(), json!(c.path.to_string()));
                     object.insert(c.op.name().into(), operand);
                     Value::Object(object)
                 })
@@ -169,7 +215,7 @@ pub fn check_path(
     types: &[std::sync::Arc<EventType>],
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
-    let path = match parse_path(text) {
+    let path = match DataPath::parse(text) {
         Ok(path) => path,
         Err(why) => {
             errors.push(FieldError::new(field, "invalid", why));
@@ -178,7 +224,7 @@ pub fn check_path(
     };
     let missing = types
         .iter()
-        .all(|t| matches!(walk(&t.schema, &path), Found::Missing));
+        .all(|t| matches!(walk(&t.schema, path.members()), Found::Missing));
     if !types.is_empty() && missing {
         let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
         errors.push(FieldError::new(
@@ -209,7 +255,7 @@ fn condition(field: &str, item: &Value, errors: &mut Vec<FieldError>) -> Option<
         return None;
     };
     let path = match object.get("path") {
-        Some(Value::String(text)) => match parse_path(text) {
+        Some(Value::String(text)) => match DataPath::parse(text) {
             Ok(path) => Some(path),
             Err(why) => {
                 errors.push(FieldError::new(format!("{field}.path"), "invalid", why));
@@ -249,25 +295,6 @@ fn condition(field: &str, item: &Value, errors: &mut Vec<FieldError>) -> Option<
         path: path?,
         op: op?,
     })
-}
-
-fn parse_path(text: &str) -> Result<Vec<String>, String> {
-    let usage = "must be a path under data such as data.consignor_id: members of letters, digits, _ and -, separated by dots";
-    let rest = text.strip_prefix("data.").ok_or_else(|| usage.to_owned())?;
-    let members: Vec<String> = rest.split('.').map(str::to_owned).collect();
-    let valid = |m: &String| {
-        !m.is_empty()
-            && m.len() <= 100
-            && m.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    };
-    if !members.iter().all(valid) {
-        return Err(usage.to_owned());
-    }
-    if members.len() > MAX_DEPTH {
-        return Err(format!("must be at most {MAX_DEPTH} members below data"));
-    }
-    Ok(members)
 }
 
 fn scalar(field: &str, value: &Value, errors: &mut Vec<FieldError>) -> bool {
@@ -406,13 +433,13 @@ fn check_against(
     let mut declared = Vec::new();
     let mut open = false;
     for t in types {
-        match walk(&t.schema, &c.path) {
+        match walk(&t.schema, c.path.members()) {
             Found::Declared(schema) => declared.push(schema),
             Found::Open => open = true,
             Found::Missing => {}
         }
     }
-    let path = format!("data.{}", c.path.join("."));
+    let path = c.path.to_string();
     if declared.is_empty() {
         if !open {
             let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();

@@ -24,66 +24,20 @@ use super::events::{
 };
 use super::{Context, StoreError};
 use crate::catalog::Filter;
+use crate::content_filter::DataPath;
 
-/// At most this many members below `data`.
-const MAX_DEPTH: usize = 8;
-
-/// A path under `data`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataPath(Vec<String>);
-
-impl DataPath {
-    /// `data.consignor_id` → the members below `data`.
-    pub fn parse(text: &str) -> Result<DataPath, String> {
-        let usage = "must be a path under data such as data.consignor_id: members of letters, digits, _ and -, separated by dots";
-        let members: Vec<String> = text
-            .strip_prefix("data.")
-            .ok_or_else(|| usage.to_owned())?
-            .split('.')
-            .map(str::to_owned)
-            .collect();
-        let valid = |m: &String| {
-            !m.is_empty()
-                && m.len() <= 100
-                && m.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
-        if members.len() > MAX_DEPTH || !members.iter().all(valid) {
-            return Err(usage.to_owned());
-        }
-        Ok(DataPath(members))
-    }
-
-    /// The value at this path in an event's `data`, if there is one.
-    pub fn value_in<'v>(&self, data: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
-        self.0
-            .iter()
-            .try_fold(data, |value, member| value.as_object()?.get(member))
-    }
-
-    /// The SQL expression, the same text for the index and the queries
-    /// (`table` is `""`, or `"e."` for the events of a join).
-    fn expression_of(&self, table: &str) -> String {
-        let members: String = self.0.iter().map(|m| format!(".\"{m}\"")).collect();
-        format!("json_extract({table}payload, '$.\"data\"{members}')")
-    }
-
-    fn expression(&self) -> String {
-        self.expression_of("")
-    }
-
-    /// The name of its index: stable for the same path.
-    fn index_name(&self) -> String {
-        let digest = Sha256::digest(self.0.join(".").as_bytes());
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        format!("events_search_{hex}")
-    }
+/// The SQL expression of a path, the same text for the index and the
+/// queries (`table` is `""`, or `"e."` for the events of a join).
+fn expression_of(path: &DataPath, table: &str) -> String {
+    let members: String = path.members().iter().map(|m| format!(".\"{m}\"")).collect();
+    format!("json_extract({table}payload, '$.\"data\"{members}')")
 }
 
-impl std::fmt::Display for DataPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "data.{}", self.0.join("."))
-    }
+/// The name of a path's index: stable for the same path.
+fn index_name(path: &DataPath) -> String {
+    let digest = Sha256::digest(path.members().join(".").as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("events_search_{hex}")
 }
 
 /// One condition: the path equals the value (see the module doc).
@@ -96,7 +50,7 @@ pub struct DataEquals {
 impl DataEquals {
     /// Appends `AND x IN (?, ?)` and its two values.
     fn push(&self, sql: &mut String, values: &mut Vec<Sql>, table: &str) {
-        let x = self.path.expression_of(table);
+        let x = expression_of(&self.path, table);
         sql.push_str(&format!(" AND {x} IN (?, ?)"));
         values.push(Sql::Text(self.value.clone()));
         let spelled = match self.value.as_str() {
@@ -154,21 +108,21 @@ pub fn ensure_indexes(conn: &Connection, paths: &[DataPath]) -> Result<(), Store
         )
         .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
         .context("listing search indexes")?;
-    let wanted: Vec<String> = paths.iter().map(DataPath::index_name).collect();
+    let wanted: Vec<String> = paths.iter().map(index_name).collect();
     for name in existing.iter().filter(|n| !wanted.contains(n)) {
         conn.execute_batch(&format!("DROP INDEX \"{name}\""))
             .context("dropping a search index")?;
         log::info!("search index {name} dropped: --search-index no longer names it");
     }
     for path in paths {
-        let name = path.index_name();
+        let name = index_name(path);
         if existing.contains(&name) {
             continue;
         }
         let started = std::time::Instant::now();
         conn.execute_batch(&format!(
             "CREATE INDEX \"{name}\" ON events ({})",
-            path.expression()
+            expression_of(path, "")
         ))
         .context("creating a search index")?;
         log::info!(
@@ -305,13 +259,13 @@ mod tests {
     fn paths_are_checked_and_written_as_one_expression() {
         let path = DataPath::parse("data.consignor_id").unwrap();
         assert_eq!(
-            path.expression(),
+            expression_of(&path, ""),
             r#"json_extract(payload, '$."data"."consignor_id"')"#
         );
         assert_eq!(path.to_string(), "data.consignor_id");
         assert_eq!(
-            path.index_name(),
-            DataPath::parse("data.consignor_id").unwrap().index_name()
+            index_name(&path),
+            index_name(&DataPath::parse("data.consignor_id").unwrap())
         );
         for bad in [
             "consignor_id",
@@ -350,7 +304,7 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert!(
-            plan.iter().any(|p| p.contains(&path.index_name())),
+            plan.iter().any(|p| p.contains(&index_name(&path))),
             "{plan:?}"
         );
         // Named no more: dropped.

@@ -45,13 +45,13 @@ use super::handover::{Fresh, Handover};
 use super::holds::Holds;
 use super::monitoring::{self, AlertChange, Announce};
 use super::replica::{Confirmer, ReplicaConfig};
-use super::search::DataPath;
+
 use super::tokens::{self, Token};
 use super::webhooks::{self, Patch, Webhook};
 use super::{Context, Replication, StoreError, answer, deliveries, event_types};
 use crate::catalog::Filter;
 use crate::clock;
-use crate::content_filter::ContentFilter;
+use crate::content_filter::{ContentFilter, DataPath};
 
 // What callers exchange with the writer, where they have always imported
 // it from.
