@@ -378,14 +378,10 @@ impl Subscriptions {
     }
 
     pub(super) fn get(&self, id: &str) -> Option<&str> {
-        self.get_sub(id).map(|s| s.id.as_str())
-    }
-
-    pub(super) fn get_sub(&self, id: &str) -> Option<&Subscription> {
         self.0
             .binary_search_by(|s| s.id.as_str().cmp(id))
             .ok()
-            .map(|i| &self.0[i])
+            .map(|i| self.0[i].id.as_str())
     }
 
     pub(super) fn remove(&mut self, id: &str) {
